@@ -1,0 +1,40 @@
+"""poolkit: an async connection pool that runs any blocking DB-API 2.0 driver on worker threads.
+
+Start at :class:`Pool`. Everything public is re-exported here.
+"""
+
+from ._backoff import Backoff
+from ._connection import AsyncConnection
+from ._cursor import AsyncCursor
+from ._errors import (
+    ConnectionBusy,
+    ConnectionReturned,
+    PoolClosed,
+    PoolError,
+    PoolTimeout,
+    QueryTimeout,
+    TooManyWaiters,
+)
+from ._pool import Pool
+from ._profiles import DriverProfile, profile_for
+from ._stats import PoolEvent, Stats
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncConnection",
+    "AsyncCursor",
+    "Backoff",
+    "ConnectionBusy",
+    "ConnectionReturned",
+    "DriverProfile",
+    "Pool",
+    "PoolClosed",
+    "PoolError",
+    "PoolEvent",
+    "PoolTimeout",
+    "QueryTimeout",
+    "Stats",
+    "TooManyWaiters",
+    "profile_for",
+]

@@ -1,0 +1,254 @@
+"""``AsyncConnection``: one checkout of a pooled connection, and the loop-side record behind it."""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import anyio
+
+from ._errors import ConnectionBusy, ConnectionReturned, PoolClosed, QueryTimeout
+from ._link import CursorBox, Link, Outcome
+from ._worker import Worker, run_in_helper_thread
+
+if TYPE_CHECKING:
+    from ._cursor import AsyncCursor
+    from ._pool import Pool
+    from ._state import Slot
+
+__all__ = ["AsyncConnection", "PooledConn"]
+
+T = TypeVar("T")
+
+
+class PooledConn:
+    """Loop-side facts about one pooled connection. Touched only on the event loop thread."""
+
+    __slots__ = (
+        "base_autocommit",
+        "broken",
+        "checked_out_at",
+        "completed",
+        "forced",
+        "in_tx",
+        "interrupted",
+        "invalidate_requested",
+        "last_autocommit",
+        "link",
+        "pool",
+        "slot",
+        "submitted",
+        "worker",
+    )
+
+    def __init__(self, pool: Pool, slot: Slot, worker: Worker, link: Link) -> None:
+        self.pool = pool
+        self.slot = slot
+        self.worker = worker
+        self.link = link
+        self.in_tx: bool | None = None
+        self.base_autocommit: bool | None = None  # as configured; restored on return
+        self.last_autocommit: bool | None = None  # as last set through poolkit
+        self.broken = False  # the driver reported a disconnect: never reuse
+        self.interrupted = False  # a call was abandoned while running on the thread
+        self.invalidate_requested = False
+        self.forced = False  # taken away by close(timeout=...)
+        self.submitted = 0
+        self.completed = 0
+        self.checked_out_at = 0.0
+
+    @property
+    def id(self) -> int:
+        return self.slot.id
+
+    def deliver(self, fut: Any, outcome: Outcome | None, exc: BaseException | None) -> None:
+        """Loop callback: a job finished on the worker thread."""
+        self.completed += 1
+        if outcome is None:  # the job wrapper itself failed; cannot happen short of a bug
+            self.broken = True
+            if not fut.done():
+                fut.set_exception(exc or RuntimeError("poolkit job failed"))
+            return
+        ok, value, in_tx, disconnected = outcome
+        self.in_tx = in_tx
+        if disconnected and not self.broken:
+            self.broken = True
+            self.pool._on_disconnect(self)
+        if not fut.done():
+            if ok:
+                fut.set_result(value)
+            else:
+                fut.set_exception(value)
+
+    def interrupt(self) -> None:
+        """A caller left while its call still ran: cancel it in the driver, reset before reuse."""
+        self.interrupted = True
+        self.in_tx = None
+        link, seq = self.link, self.submitted
+
+        def cancel() -> None:
+            if self.completed >= seq:  # finished meanwhile (a racy read is fine: best effort)
+                return
+            try:
+                link.cancel()
+            except Exception as exc:
+                self.pool._log_cancel_failure(self, exc)
+
+        run_in_helper_thread(cancel, f"{self.pool.name}-cancel")
+
+
+class AsyncConnection:
+    """A pooled DB-API connection, usable from async code for the length of one checkout.
+
+    Every call runs on the connection's own worker thread. One task at a time: a second
+    task calling in while a call runs gets :class:`~poolkit.ConnectionBusy`.
+    """
+
+    __slots__ = ("__weakref__", "_busy", "_conn", "_pool", "_returned")
+
+    def __init__(self, pool: Pool, conn: PooledConn) -> None:
+        self._pool = pool
+        self._conn = conn
+        self._busy = False
+        self._returned = False
+
+    def __repr__(self) -> str:
+        state = "returned" if self._returned else "busy" if self._busy else "ready"
+        return f"<AsyncConnection {self._pool._driver_name} #{self._conn.id} {state}>"
+
+    @property
+    def id(self) -> int:
+        """The pool's id for the underlying connection (stable across checkouts)."""
+        return self._conn.id
+
+    @property
+    def closed(self) -> bool:
+        """True once this checkout ended (the connection went back to the pool)."""
+        return self._returned
+
+    @property
+    def in_transaction(self) -> bool | None:
+        """Whether a transaction is open, as of the last call (None: the driver cannot tell)."""
+        return self._conn.in_tx
+
+    # ----- the call path ---------------------------------------------------------------
+
+    async def _call(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None
+    ) -> Any:
+        conn = self._conn
+        if self._returned:
+            raise ConnectionReturned(
+                f"connection #{conn.id} was already returned to the pool; acquire a new one"
+            )
+        if conn.forced:
+            raise PoolClosed(f"connection #{conn.id} was closed by Pool.close(timeout=...)")
+        if self._busy:
+            raise ConnectionBusy(
+                f"connection #{conn.id} is already running a call for another task; "
+                "use one connection per task (acquire another from the pool)"
+            )
+        if timeout is None:
+            timeout = self._pool._query_timeout
+        bridge = self._pool._bridge
+        fut = bridge.future()
+        conn.submitted += 1
+        seq = conn.submitted
+        self._busy = True
+        conn.worker.submit(conn.link.run, (fn, args), conn.deliver, fut)
+        try:
+            if timeout is None:
+                return await bridge.wait(fut)
+            with anyio.move_on_after(timeout):
+                return await bridge.wait(fut)
+            self._pool._counters.query_timeouts += 1
+            raise QueryTimeout(
+                f"call on connection #{conn.id} exceeded its {timeout:g} s timeout; "
+                "a driver-level cancel was requested"
+            )
+        except BaseException:
+            if conn.completed < seq:
+                conn.interrupt()
+            raise
+        finally:
+            self._busy = False
+            del fut
+
+    # ----- PEP 249 surface -------------------------------------------------------------
+
+    def cursor(self, *args: Any, **kwargs: Any) -> AsyncCursor:
+        """A new cursor; ``args``/``kwargs`` go to the driver's ``cursor()`` on its thread."""
+        from ._cursor import AsyncCursor
+
+        box = CursorBox(args, kwargs)
+        cursor = AsyncCursor(self, box)
+        weakref.finalize(
+            cursor, self._conn.worker.submit, Link.forget_cursor, (self._conn.link, box)
+        )
+        return cursor
+
+    async def execute(
+        self, sql: Any, params: Any = None, *, timeout: float | None = None
+    ) -> AsyncCursor:
+        """Run one statement on a new cursor and return it, first rows already fetched."""
+        cursor = self.cursor()
+        await cursor.execute(sql, params, timeout=timeout)
+        return cursor
+
+    async def executemany(
+        self, sql: Any, seq_of_params: Sequence[Any], *, timeout: float | None = None
+    ) -> AsyncCursor:
+        cursor = self.cursor()
+        await cursor.executemany(sql, seq_of_params, timeout=timeout)
+        return cursor
+
+    async def commit(self, *, timeout: float | None = None) -> None:
+        await self._call(Link.method, ("commit",), timeout)
+
+    async def rollback(self, *, timeout: float | None = None) -> None:
+        await self._call(Link.method, ("rollback",), timeout)
+
+    async def run(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+        """Escape hatch: ``fn(raw_connection, *args)`` on the connection's own thread.
+
+        Keep ``raw_connection`` inside ``fn``: using it from any other thread breaks the
+        driver's thread-affinity guarantees.
+        """
+        result: T = await self._call(Link.call, (fn, args), timeout)
+        return result
+
+    async def set_autocommit(self, on: bool) -> None:
+        """Switch autocommit; the pool restores the configured mode when the connection returns."""
+        await self._call(Link.set_autocommit, (bool(on),), None)
+        self._conn.last_autocommit = bool(on)
+
+    def invalidate(self) -> None:
+        """Close this connection when it is returned instead of pooling it again."""
+        self._conn.invalidate_requested = True
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncConnection]:
+        """Commit when the block succeeds, roll back when it raises.
+
+        An autocommit connection is switched to manual commit for the block. If the block is
+        cancelled, the rollback is queued on the connection's thread without waiting, so the
+        cancellation is not delayed and no later call can run inside the failed transaction.
+        """
+        conn = self._conn
+        restore = False
+        if conn.last_autocommit is not False:
+            restore = await self._call(Link.begin, (), None)
+        try:
+            yield self
+        except Exception:
+            await self._call(Link.end, (False, restore), None)
+            raise
+        except BaseException:
+            if not self._returned:
+                conn.in_tx = None
+                conn.worker.submit(conn.link.run, (Link.end, (False, restore)))
+            raise
+        else:
+            await self._call(Link.end, (True, restore), None)

@@ -1,0 +1,191 @@
+"""``AsyncCursor``: PEP 249's cursor, awaitable, with results fetched in the same trip.
+
+``execute`` runs the statement and fetches up to ``prefetch`` rows on the worker thread in
+one go, so the common "execute, then fetch" costs one loop -> thread -> loop trip. Fetches
+are served from that buffer and go back to the driver only for more rows. ``description``,
+``rowcount`` and ``lastrowid`` are plain attributes, as in PEP 249. When there is no result
+set, fetches go to the driver so that it raises its own error.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from ._link import CursorBox, Link, Snapshot
+
+if TYPE_CHECKING:
+    from ._connection import AsyncConnection
+
+__all__ = ["AsyncCursor"]
+
+
+class AsyncCursor:
+    """A DB-API cursor whose blocking calls run on the connection's worker thread."""
+
+    def __init__(self, connection: AsyncConnection, box: CursorBox) -> None:
+        self._connection = connection
+        self._box = box
+        self._rows: deque[Any] = deque()
+        self._exhausted = True
+        self._closed = False
+        self._arraysize: int | None = None
+        self.description: Any = None
+        self.rowcount: int = -1
+        self.lastrowid: Any = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._rows)} rows buffered"
+        return f"<AsyncCursor on connection #{self._connection.id} {state}>"
+
+    @property
+    def connection(self) -> AsyncConnection:
+        return self._connection
+
+    @property
+    def arraysize(self) -> int:
+        """Rows per ``fetchmany()`` by default (PEP 249); 1 until set."""
+        return 1 if self._arraysize is None else self._arraysize
+
+    @arraysize.setter
+    def arraysize(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"arraysize must be a positive int, got {value!r}")
+        self._arraysize = value
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def _take(self, snap: Snapshot) -> Any:
+        self.description = snap.description
+        self.rowcount = snap.rowcount
+        self.lastrowid = snap.lastrowid
+        self._rows = deque(snap.rows)
+        self._exhausted = snap.exhausted
+        return snap.value
+
+    def _buffered(self) -> bool:
+        """Whether fetches may be answered locally (a result set, cursor not closed)."""
+        return not self._closed and self.description is not None
+
+    # ----- statements ------------------------------------------------------------------
+
+    async def execute(
+        self, sql: Any, params: Any = None, *, timeout: float | None = None
+    ) -> AsyncCursor:
+        """Run one statement; returns the cursor itself, so calls can be chained."""
+        prefetch = self._connection._pool._prefetch
+        snap = await self._connection._call(
+            Link.execute, (self._box, sql, params, prefetch, self._arraysize), timeout
+        )
+        self._take(snap)
+        return self
+
+    async def executemany(
+        self, sql: Any, seq_of_params: Sequence[Any], *, timeout: float | None = None
+    ) -> AsyncCursor:
+        snap = await self._connection._call(
+            Link.executemany, (self._box, sql, seq_of_params), timeout
+        )
+        self._take(snap)
+        return self
+
+    async def callproc(
+        self, procname: str, params: Sequence[Any] | None = None, *, timeout: float | None = None
+    ) -> Any:
+        """Call a stored procedure; returns what the driver returns (the parameters)."""
+        prefetch = self._connection._pool._prefetch
+        snap = await self._connection._call(
+            Link.callproc, (self._box, procname, params, prefetch), timeout
+        )
+        return self._take(snap)
+
+    async def nextset(self, *, timeout: float | None = None) -> bool | None:
+        prefetch = self._connection._pool._prefetch
+        snap = await self._connection._call(Link.nextset, (self._box, prefetch), timeout)
+        result: bool | None = self._take(snap)
+        return result
+
+    # ----- fetching --------------------------------------------------------------------
+
+    async def fetchone(self, *, timeout: float | None = None) -> Any:
+        if self._buffered():
+            if self._rows:
+                return self._rows.popleft()
+            if self._exhausted:
+                return None
+            rows = await self._fetch(max(self.arraysize, self._connection._pool._prefetch), timeout)
+            return self._rows.popleft() if rows else None
+        return await self._connection._call(Link.fetchone, (self._box,), timeout)
+
+    async def fetchmany(
+        self, size: int | None = None, *, timeout: float | None = None
+    ) -> list[Any]:
+        if size is None:
+            size = self.arraysize
+        if self._buffered():
+            if len(self._rows) < size and not self._exhausted:
+                await self._fetch(
+                    max(size - len(self._rows), self._connection._pool._prefetch), timeout
+                )
+            n = min(size, len(self._rows))
+            return [self._rows.popleft() for _ in range(n)]
+        rows: list[Any] = await self._connection._call(Link.fetch, (self._box, size), timeout)
+        return rows
+
+    async def fetchall(self, *, timeout: float | None = None) -> list[Any]:
+        if self._buffered():
+            if not self._exhausted:
+                await self._fetch(None, timeout)
+            rows = list(self._rows)
+            self._rows.clear()
+            return rows
+        result: list[Any] = await self._connection._call(Link.fetch, (self._box, None), timeout)
+        return result
+
+    async def _fetch(self, size: int | None, timeout: float | None) -> list[Any]:
+        rows: list[Any] = await self._connection._call(Link.fetch, (self._box, size), timeout)
+        self._rows.extend(rows)
+        if size is None or len(rows) < size:
+            self._exhausted = True
+        return rows
+
+    def __aiter__(self) -> AsyncCursor:
+        return self
+
+    async def __anext__(self) -> Any:
+        row = await self.fetchone()
+        if row is None:
+            raise StopAsyncIteration
+        return row
+
+    # ----- life ------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the driver's cursor on its thread. Closing twice is harmless."""
+        if self._closed:
+            return
+        self._closed = True
+        self._rows.clear()
+        if not self._connection.closed:
+            await self._connection._call(Link.close_cursor, (self._box,), None)
+
+    async def __aenter__(self) -> AsyncCursor:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def setinputsizes(self, sizes: Any) -> None:
+        """Accepted and ignored, as PEP 249 allows."""
+
+    def setoutputsize(self, size: Any, column: Any = None) -> None:
+        """Accepted and ignored, as PEP 249 allows."""

@@ -1,0 +1,325 @@
+"""The thread side of one pooled connection: the raw DB-API objects and the jobs run on them.
+
+Everything here runs on the connection's own worker thread (``Link.cancel`` excepted: it
+runs on a helper thread while the worker is blocked in the driver). Each job returns plain
+data, so results cross to the event loop without further driver calls.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ._profiles import DriverProfile, profile_for
+
+__all__ = ["CursorBox", "Link", "Outcome", "Snapshot"]
+
+Raw = Any
+
+
+class Abandoned(Exception):
+    """A connect attempt was dropped because the pool closed during its back-off delay."""
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """A cursor's state after a call, plus the rows fetched in the same trip."""
+
+    description: Any
+    rowcount: int
+    lastrowid: Any
+    rows: list[Any]
+    exhausted: bool
+    value: Any = None  # the driver method's own return value (nextset, callproc)
+
+
+#: (ok, value-or-exception, in_transaction, disconnected)
+Outcome = tuple[bool, Any, "bool | None", bool]
+
+
+class CursorBox:
+    """Holds a raw cursor for one ``AsyncCursor``; only its worker thread touches ``raw``."""
+
+    __slots__ = ("__weakref__", "args", "kwargs", "raw")
+
+    def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.raw: Raw | None = None
+        self.args = args
+        self.kwargs = kwargs
+
+
+class Link:
+    """A raw connection and its open cursors, owned by one worker thread."""
+
+    __slots__ = ("active_cursor", "cursors", "driver", "profile", "raw", "reconnect")
+
+    def __init__(
+        self, driver: Any, profile: DriverProfile | None, reconnect: Callable[[], Raw]
+    ) -> None:
+        self.raw: Raw = None
+        self.driver = driver
+        self.profile = profile
+        self.reconnect = reconnect
+        self.cursors: set[CursorBox] = set()
+        self.active_cursor: Raw | None = None
+
+    # ----- generic job wrapper ---------------------------------------------------------
+
+    def run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Outcome:
+        """Run ``fn(self, *args)``; report the outcome with the transaction status after it."""
+        try:
+            value = fn(self, *args)
+        except BaseException as exc:
+            return False, exc, self.in_transaction(), self.is_disconnect(exc)
+        return True, value, self.in_transaction(), False
+
+    def in_transaction(self) -> bool | None:
+        raw = self.raw
+        if raw is None or self.profile is None:
+            return None
+        try:
+            return self.profile.in_transaction(raw)
+        except Exception:
+            return None
+
+    def autocommit(self) -> bool | None:
+        if self.raw is None or self.profile is None:
+            return None
+        try:
+            return self.profile.get_autocommit(self.raw)
+        except Exception:
+            return None
+
+    def is_disconnect(self, exc: BaseException) -> bool:
+        if self.profile is None:
+            return False
+        try:
+            return bool(self.profile.is_disconnect(exc, self.raw, self.driver))
+        except Exception:
+            return False
+
+    def cancel(self) -> None:
+        """Helper thread: interrupt whatever the worker is running in the driver."""
+        raw = self.raw
+        if raw is None or self.profile is None:
+            return
+        self.profile.cancel(raw, self.active_cursor, self.reconnect)
+
+    # ----- connection life -------------------------------------------------------------
+
+    def connect(
+        self,
+        connect: Callable[[], Raw],
+        configure: Callable[[Raw], object] | None,
+        delay: float,
+        stop: threading.Event,
+    ) -> tuple[bool | None, bool | None]:
+        if delay > 0 and stop.wait(delay):
+            raise Abandoned("pool closed during reconnect back-off")
+        raw = connect()
+        if stop.is_set():  # the pool closed while the driver was connecting
+            _quiet_close(raw)
+            raise Abandoned("pool closed while connecting")
+        self.raw = raw
+        if self.driver is None:
+            self.driver = _infer_driver(raw)
+        if self.profile is None:
+            self.profile = profile_for(self.driver)
+        try:
+            if configure is not None:
+                configure(raw)
+                # Keep what configure did (SET ... is transactional on PostgreSQL).
+                if self.in_transaction() is not False:
+                    raw.commit()
+        except BaseException:
+            self.raw = None
+            _quiet_close(raw)
+            raise
+        return self.in_transaction(), self.autocommit()
+
+    def close(self) -> None:
+        self.close_cursors()
+        raw, self.raw = self.raw, None
+        if raw is not None:
+            _quiet_close(raw)
+
+    def close_cursors(self) -> None:
+        for box in self.cursors:
+            if box.raw is not None:
+                _quiet_close(box.raw)
+        self.cursors.clear()
+
+    def reset(
+        self,
+        rollback: bool,
+        autocommit: bool | None,
+        hook: Callable[[Raw], object] | None,
+        ping: Callable[[Raw], None] | None,
+    ) -> None:
+        """Make a returned connection fit for the next caller, or raise."""
+        raw = self.raw
+        self.close_cursors()
+        if rollback and self.in_transaction() is not False:
+            raw.rollback()
+        if autocommit is not None and self.autocommit() is not autocommit:
+            self.profile.set_autocommit(raw, autocommit)  # type: ignore[union-attr]
+        if hook is not None:
+            hook(raw)
+        if ping is not None:
+            self.ping(ping)
+        if self.in_transaction():
+            raw.rollback()
+
+    def ping(self, ping: Callable[[Raw], None]) -> None:
+        raw = self.raw
+        before = self.in_transaction()
+        ping(raw)
+        if before is False and self.in_transaction():
+            raw.rollback()  # the ping opened a transaction (non-autocommit drivers)
+
+    # ----- connection-level calls ------------------------------------------------------
+
+    def call(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        return fn(self.raw, *args)
+
+    def method(self, name: str) -> Any:
+        return getattr(self.raw, name)()
+
+    def begin(self) -> bool:
+        """Turn autocommit off for an explicit transaction; return whether it was on."""
+        if self.autocommit():
+            self.profile.set_autocommit(self.raw, False)  # type: ignore[union-attr]
+            return True
+        return False
+
+    def end(self, commit: bool, restore_autocommit: bool) -> None:
+        try:
+            if commit:
+                self.raw.commit()
+            else:
+                self.raw.rollback()
+        finally:
+            if restore_autocommit and self.raw is not None:
+                self.profile.set_autocommit(self.raw, True)  # type: ignore[union-attr]
+
+    def set_autocommit(self, on: bool) -> None:
+        self.profile.set_autocommit(self.raw, on)  # type: ignore[union-attr]
+
+    # ----- cursor calls ----------------------------------------------------------------
+
+    def _cursor(self, box: CursorBox) -> Raw:
+        raw = box.raw
+        if raw is None:
+            raw = self.raw.cursor(*box.args, **box.kwargs)
+            box.raw = raw
+            self.cursors.add(box)
+        return raw
+
+    def execute(
+        self, box: CursorBox, sql: Any, params: Any, prefetch: int, arraysize: int | None
+    ) -> Snapshot:
+        cur = self._cursor(box)
+        if arraysize is not None:
+            cur.arraysize = arraysize
+        self.active_cursor = cur
+        try:
+            if params is None:
+                cur.execute(sql)
+            else:
+                cur.execute(sql, params)
+        finally:
+            self.active_cursor = None
+        return _snapshot(cur, prefetch)
+
+    def executemany(self, box: CursorBox, sql: Any, seq: Sequence[Any]) -> Snapshot:
+        cur = self._cursor(box)
+        self.active_cursor = cur
+        try:
+            cur.executemany(sql, seq)
+        finally:
+            self.active_cursor = None
+        return _snapshot(cur, 0)
+
+    def callproc(self, box: CursorBox, name: str, params: Any, prefetch: int) -> Snapshot:
+        cur = self._cursor(box)
+        self.active_cursor = cur
+        try:
+            value = cur.callproc(name) if params is None else cur.callproc(name, params)
+        finally:
+            self.active_cursor = None
+        snap = _snapshot(cur, prefetch)
+        snap.value = value
+        return snap
+
+    def nextset(self, box: CursorBox, prefetch: int) -> Snapshot:
+        cur = self._cursor(box)
+        value = cur.nextset()
+        snap = _snapshot(cur, prefetch if value else 0)
+        snap.value = value
+        return snap
+
+    def fetch(self, box: CursorBox, size: int | None) -> list[Any]:
+        """``size`` None means fetchall."""
+        cur = self._cursor(box)
+        self.active_cursor = cur
+        try:
+            rows = cur.fetchall() if size is None else cur.fetchmany(size)
+        finally:
+            self.active_cursor = None
+        return list(rows)
+
+    def fetchone(self, box: CursorBox) -> Any:
+        return self._cursor(box).fetchone()
+
+    def close_cursor(self, box: CursorBox) -> None:
+        # The closed raw cursor stays in the box: later calls reach it and the driver
+        # raises its own "cursor closed" error.
+        self.cursors.discard(box)
+        if box.raw is not None:
+            box.raw.close()
+
+    def forget_cursor(self, box: CursorBox) -> None:
+        """Finalizer job for a garbage-collected ``AsyncCursor``: close it, quietly."""
+        try:
+            self.close_cursor(box)
+        except Exception:
+            pass
+
+
+def _snapshot(cur: Raw, prefetch: int) -> Snapshot:
+    description = cur.description
+    rows: list[Any] = []
+    exhausted = True
+    if description is not None and prefetch > 0:
+        rows = list(cur.fetchmany(prefetch))
+        exhausted = len(rows) < prefetch
+    elif description is not None:
+        exhausted = False
+    return Snapshot(
+        description=description,
+        rowcount=getattr(cur, "rowcount", -1),
+        lastrowid=getattr(cur, "lastrowid", None),
+        rows=rows,
+        exhausted=exhausted,
+    )
+
+
+def _quiet_close(obj: Raw) -> None:
+    try:
+        obj.close()
+    except Exception:
+        pass
+
+
+def _infer_driver(raw: Raw) -> Any:
+    """The DB-API module a connection object came from (``connect=`` factories)."""
+    module = type(raw).__module__.split(".")[0]
+    candidate = sys.modules.get(module)
+    if module in {"_sqlite3", "sqlite3"}:
+        return sys.modules.get("sqlite3", candidate)
+    if module == "_mysql":  # mysqlclient's C connection
+        return sys.modules.get("MySQLdb", candidate)
+    return candidate

@@ -1,0 +1,814 @@
+"""``Pool``: the async connection pool over any blocking DB-API 2.0 driver.
+
+The event-loop side holds no I/O at all: it is the pure :class:`~poolkit._state.PoolState`
+plus callbacks. Every driver call runs on the connection's own worker thread and reports
+back through the :mod:`~poolkit._bridge`. So the pool needs no background tasks and no task
+group: ``open()`` and ``close()`` are plain awaitables and ``async with pool`` is optional.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import threading
+import time
+import weakref
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from types import TracebackType
+from typing import Any
+
+import anyio
+
+from ._backoff import Backoff
+from ._bridge import Bridge, LoopFuture, current_bridge
+from ._connection import AsyncConnection, PooledConn
+from ._errors import PoolClosed, PoolTimeout, TooManyWaiters
+from ._link import Abandoned, Link, Outcome
+from ._profiles import DriverProfile, driver_name, profile_for
+from ._redact import Redactor
+from ._state import Actions, PoolState, Slot, SlotState
+from ._stats import Counters, PoolEvent, Stats
+from ._worker import Worker, run_in_helper_thread
+
+__all__ = ["Pool"]
+
+log = logging.getLogger("poolkit.pool")
+
+Raw = Any
+Listener = Callable[[PoolEvent], object]
+
+_DEFAULT: Any = object()  # "use the pool's default" marker for timeout arguments
+_names = iter(range(1, 1 << 62))
+
+
+class _Waiter:
+    """A task queued for a connection (see :class:`poolkit._state.Waiter`)."""
+
+    __slots__ = ("active", "fut", "slot")
+
+    def __init__(self, fut: LoopFuture[Slot]) -> None:
+        self.fut = fut
+        self.slot: Slot | None = None
+        self.active = False
+
+    def offer(self, slot: Slot) -> bool:
+        if self.fut.done():  # asyncio: cancelled already
+            return False
+        self.slot = slot
+        self.fut.set_result(slot)
+        return True
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.fut.done():
+            self.fut.set_exception(exc)
+
+
+class Pool:
+    """An async pool of DB-API connections, each living on its own worker thread.
+
+    ``Pool(driver, *args, connect_kwargs={...})`` connects with
+    ``driver.connect(*args, **connect_kwargs)``; ``Pool(connect=factory)`` calls a factory
+    instead (the driver is then inferred from the connection it returns, or given as
+    ``driver``). Use it as ``async with pool:`` or call :meth:`open` and :meth:`close`.
+
+    Sizing: ``min_size`` connections are kept open; at most ``max_size`` exist at once
+    (counting those still opening, resetting or closing). ``max_waiting`` bounds the queue
+    of callers (0: unbounded); beyond it :class:`~poolkit.TooManyWaiters` is raised at once.
+
+    Times are seconds. ``timeout`` is the default acquire timeout (None: wait forever);
+    ``query_timeout`` the default per-call timeout on connections (None: none).
+    ``max_lifetime`` and ``max_idle`` recycle connections (None: never); lifetimes get up to
+    ``lifetime_jitter`` (a fraction) shaved off so a fleet does not reconnect in lockstep.
+    A connection idle for ``check_idle_after`` or more is pinged before it is handed out
+    (0: always, None: never); connections created before a disconnect was seen are always
+    pinged. ``check(raw)`` replaces the driver profile's ping.
+
+    Hooks run on the connection's thread with the raw connection: ``configure(raw)`` once
+    after connect, ``reset(raw)`` on each return after the rollback.
+    """
+
+    def __init__(
+        self,
+        driver: Any = None,
+        /,
+        *args: Any,
+        connect: Callable[[], Raw] | None = None,
+        connect_kwargs: Mapping[str, Any] | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+        max_waiting: int = 0,
+        timeout: float | None = 30.0,
+        query_timeout: float | None = None,
+        max_lifetime: float | None = 3600.0,
+        max_idle: float | None = 600.0,
+        lifetime_jitter: float = 0.1,
+        check_idle_after: float | None = 5.0,
+        check: Callable[[Raw], None] | None = None,
+        configure: Callable[[Raw], object] | None = None,
+        reset: Callable[[Raw], object] | None = None,
+        backoff: Backoff | None = None,
+        prefetch: int = 1000,
+        name: str | None = None,
+        profile: DriverProfile | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        kwargs = dict(connect_kwargs or {})
+        if connect is None:
+            if driver is None:
+                raise TypeError("Pool() needs a DB-API driver module, or connect=<factory>")
+            _check_driver(driver)
+            self._connect: Callable[[], Raw] = functools.partial(driver.connect, *args, **kwargs)
+        else:
+            if not callable(connect):
+                raise TypeError(
+                    f"connect must be a callable returning a connection, got {connect!r}"
+                )
+            if args or kwargs:
+                raise TypeError(
+                    "connect arguments cannot be combined with connect=<factory>: "
+                    "let the factory pass them"
+                )
+            if driver is not None:
+                _check_driver(driver, needs_connect=False)
+            self._connect = connect
+        for label, value in (("timeout", timeout), ("query_timeout", query_timeout)):
+            if value is not None and not value > 0:
+                raise ValueError(f"{label} must be > 0 seconds or None, got {value!r}")
+        if check_idle_after is not None and not check_idle_after >= 0:
+            raise ValueError(
+                f"check_idle_after must be >= 0 seconds or None, got {check_idle_after!r}"
+            )
+        if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
+            raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
+        for label, hook in (("check", check), ("configure", configure), ("reset", reset)):
+            if hook is not None and not callable(hook):
+                raise TypeError(f"{label} must be callable, got {hook!r}")
+        self._state = PoolState(
+            min_size=min_size,
+            max_size=max_size,
+            max_waiting=max_waiting,
+            max_lifetime=max_lifetime,
+            max_idle=max_idle,
+            lifetime_jitter=lifetime_jitter,
+        )
+        self._driver = driver
+        self._profile = (
+            profile
+            if profile is not None
+            else (profile_for(driver) if driver is not None else None)
+        )
+        self._driver_name = driver_name(driver) if driver is not None else "dbapi"
+        self.name = name if name is not None else f"{self._driver_name}-{next(_names)}"
+        self._redact = Redactor(args, kwargs)
+        self._timeout = timeout
+        self._query_timeout = query_timeout
+        self._check_idle_after = check_idle_after
+        self._ping: Callable[[Raw], None] | None = check
+        self._configure = configure
+        self._reset_hook = reset
+        self._backoff = backoff if backoff is not None else Backoff()
+        self._prefetch = prefetch
+        self._clock = clock
+        self._counters = Counters()
+        self._listeners: list[Listener] = []
+        self._bridge: Bridge = _NOT_OPEN
+        self._closed = False
+        self._close_result: int | None = None
+        self._stop = threading.Event()
+        self._conns: dict[int, PooledConn] = {}
+        # The thread side of each connection, for the finalizer (it must not reach the pool).
+        self._threads: dict[int, tuple[Worker, Link]] = {}
+        self._retired: list[threading.Thread] = []
+        self._watchers: list[LoopFuture[None]] = []
+        self._finalizer = weakref.finalize(
+            self, _abandon_pool, self.name, self._threads, self._stop
+        )
+
+    # ----- presentation ----------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        s = self._state
+        status = "closed" if self._closed else "open" if self._bridge is not _NOT_OPEN else "new"
+        return (
+            f"<Pool {self.name} {status} [{s.in_use} in use, {s.idle} idle, {s.opening} opening"
+            f" | {s.waiting} waiting] max={s.max_size}>"
+        )
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def min_size(self) -> int:
+        return self._state.min_size
+
+    @property
+    def max_size(self) -> int:
+        return self._state.max_size
+
+    def stats(self) -> Stats:
+        """A snapshot of sizes and totals since the pool was created."""
+        s, c = self._state, self._counters
+        return Stats(
+            name=self.name,
+            min_size=s.min_size,
+            max_size=s.max_size,
+            size=s.size,
+            idle=s.idle,
+            in_use=s.in_use,
+            opening=s.opening,
+            resetting=s.resetting,
+            closing=s.closing,
+            waiting=s.waiting,
+            acquired=c.acquired,
+            waited=c.waited,
+            wait_time_total=c.wait_time_total,
+            wait_time_max=c.wait_time_max,
+            timeouts=c.timeouts,
+            rejected=c.rejected,
+            query_timeouts=c.query_timeouts,
+            connections_opened=c.connections_opened,
+            connections_closed=c.connections_closed,
+            connect_errors=c.connect_errors,
+            consecutive_connect_errors=c.consecutive_connect_errors,
+            last_connect_error=c.last_connect_error,
+            disconnects=c.disconnects,
+            reset_failures=c.reset_failures,
+            check_failures=c.check_failures,
+            usage_time_total=c.usage_time_total,
+        )
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(event)`` on the event loop for each :class:`~poolkit.PoolEvent`."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
+
+    def _emit(self, kind: str, conn_id: int | None = None, detail: str | None = None) -> None:
+        event = PoolEvent(kind=kind, pool=self.name, connection_id=conn_id, detail=detail)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                log.exception("pool %s: listener %r failed on %s", self.name, listener, kind)
+
+    # ----- open and close --------------------------------------------------------------
+
+    async def open(self, *, wait: bool = True, timeout: float | None = _DEFAULT) -> None:
+        """Start the pool on the running event loop and open ``min_size`` connections.
+
+        With ``wait``, return once they are open; if that takes longer than ``timeout``
+        (default: the pool's acquire timeout), close the pool and raise
+        :class:`~poolkit.PoolTimeout` naming the last connect error.
+        """
+        if self._closed:
+            raise PoolClosed(f"pool {self.name} is closed and cannot be reopened")
+        if self._bridge is not _NOT_OPEN:
+            return
+        self._bridge = current_bridge()
+        interval = _maintenance_interval(self._state.max_idle, self._state.max_lifetime)
+        if interval is not None:
+            threading.Thread(
+                target=_maintenance_main,
+                args=(weakref.ref(self), self._bridge, self._stop, interval),
+                name=f"poolkit-{self.name}-maintenance",
+                daemon=True,
+            ).start()
+        log.info(
+            "pool %s: opening (min_size=%d, max_size=%d)", self.name, self.min_size, self.max_size
+        )
+        self._apply(self._state.fill())
+        self._emit("open")
+        if not wait:
+            return
+        if timeout is _DEFAULT:
+            timeout = self._timeout
+        with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
+            while self._state.idle + self._state.in_use < self._state.min_size:
+                await self._changed()
+        if scope.cancelled_caught:
+            error = self._counters.last_connect_error
+            with anyio.CancelScope(shield=True):
+                await self.close(timeout=0)
+            raise PoolTimeout(
+                f"pool {self.name}: could not open {self._state.min_size} connections in "
+                f"{timeout:g} s" + (f"; last connect error: {error}" if error else "")
+            )
+
+    async def close(self, timeout: float | None = 10.0) -> int:
+        """Close the pool; returns how many in-use connections had to be forced closed.
+
+        Waiters get :class:`~poolkit.PoolClosed` at once and idle connections are closed.
+        Connections still in use are closed when returned; those not returned within
+        ``timeout`` (None: wait for ever) get their running call cancelled in the driver and
+        are closed from their own threads, and later calls on them raise ``PoolClosed``.
+        Worker threads are joined before this returns (a thread stuck in the driver past
+        the deadline is left behind as a daemon and logged).
+        """
+        if self._close_result is not None:
+            return self._close_result
+        self._closed = True
+        if self._bridge is _NOT_OPEN:
+            self._close_result = 0
+            self._finalizer.detach()
+            return 0
+        if self._state.closed:  # another task is closing: wait for it
+            while self._close_result is None:
+                await self._changed()
+            return self._close_result
+        waiters, actions = self._state.close()
+        self._stop.set()
+        for waiter in waiters:
+            waiter.fail(PoolClosed(f"pool {self.name} was closed while waiting for a connection"))
+        self._apply(actions)
+        forced = 0
+        deadline = math.inf if timeout is None else self._clock() + timeout
+        with anyio.move_on_after(max(0.0, deadline - self._clock())):
+            while self._state.size:
+                await self._changed()
+        if self._state.size:
+            forced = self._force_close()
+            with anyio.move_on_after(1.0):
+                while self._state.size:
+                    await self._changed()
+        threads = self._retired + [c.worker.thread for c in self._conns.values()]
+        self._retired = []
+        await self._join(threads, 1.0 if timeout is None else max(1.0, timeout))
+        self._close_result = forced
+        self._finalizer.detach()
+        self._notify()
+        log.info("pool %s: closed (%d forced)", self.name, forced)
+        self._emit("close", detail=f"forced={forced}")
+        return forced
+
+    def _force_close(self) -> int:
+        forced = 0
+        for conn in list(self._conns.values()):
+            if conn.slot.state is not SlotState.IN_USE:
+                continue
+            forced += 1
+            conn.forced = True
+            if conn.submitted > conn.completed:
+                conn.interrupt()
+            self._apply(self._state.discard(conn.slot))
+        if forced:
+            log.warning("pool %s: close forced %d connections still in use", self.name, forced)
+        return forced
+
+    async def _join(self, threads: list[threading.Thread], timeout: float) -> None:
+        bridge = self._bridge
+        fut: LoopFuture[None] = bridge.future()
+
+        def join_all() -> None:
+            end = time.monotonic() + timeout
+            for thread in threads:
+                thread.join(max(0.0, end - time.monotonic()))
+            bridge.post(_set_done, fut)
+
+        run_in_helper_thread(join_all, f"{self.name}-join")
+        await bridge.wait(fut)
+        stuck = [t.name for t in threads if t.is_alive()]
+        if stuck:
+            log.warning(
+                "pool %s: %d worker threads still inside the driver: %s",
+                self.name,
+                len(stuck),
+                ", ".join(stuck),
+            )
+
+    async def __aenter__(self) -> Pool:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with anyio.CancelScope(shield=True):
+            await self.close()
+
+    async def _changed(self) -> None:
+        """Wait for the next change of pool state (a loop callback ran)."""
+        fut: LoopFuture[None] = self._bridge.future()
+        self._watchers.append(fut)
+        await self._bridge.wait(fut)
+
+    def _notify(self) -> None:
+        if self._watchers:
+            watchers, self._watchers = self._watchers, []
+            for fut in watchers:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def resize(self, min_size: int, max_size: int) -> None:
+        """Change the bounds; extra idle connections close now, extra in-use ones on return."""
+        self._apply(self._state.resize(min_size, max_size))
+
+    # ----- acquire and release ---------------------------------------------------------
+
+    def connection(self, timeout: float | None = _DEFAULT) -> _ConnectionContext:
+        """``async with pool.connection() as conn:`` — a connection for the block's length."""
+        return _ConnectionContext(self, timeout)
+
+    @asynccontextmanager
+    async def transaction(self, timeout: float | None = _DEFAULT) -> AsyncIterator[AsyncConnection]:
+        """A connection inside a transaction: committed on success, rolled back on error."""
+        async with self.connection(timeout) as conn, conn.transaction():
+            yield conn
+
+    async def acquire(self, timeout: float | None = _DEFAULT) -> AsyncConnection:
+        """Take a connection; hand it back with :meth:`release`. Prefer :meth:`connection`."""
+        return AsyncConnection(self, await self._acquire(timeout))
+
+    def release(self, connection: AsyncConnection) -> None:
+        """Give back a connection from :meth:`acquire`. Releasing twice is an error."""
+        if connection._pool is not self:
+            raise ValueError(f"{connection!r} does not belong to {self!r}")
+        if connection._returned:
+            raise ValueError(f"{connection!r} was already released")
+        connection._returned = True
+        self._release(connection._conn)
+
+    async def _acquire(self, timeout: float | None) -> PooledConn:
+        if self._bridge is _NOT_OPEN:
+            raise PoolClosed(
+                f"pool {self.name} is not open: use 'async with pool:' or 'await pool.open()'"
+            )
+        if timeout is _DEFAULT:
+            timeout = self._timeout
+        now = self._clock()
+        slot, actions = self._state.checkout(now)
+        if actions:
+            self._apply(actions)
+        if slot is not None and not self._needs_check(slot.payload, now):
+            return self._handout(slot.payload, now, waited=False)
+        if timeout is None:
+            return await self._acquire_slow(slot, now)
+        with anyio.move_on_after(timeout):
+            return await self._acquire_slow(slot, now)
+        self._counters.timeouts += 1
+        self._emit("timeout")
+        error = self._counters.last_connect_error
+        s = self._state
+        raise PoolTimeout(
+            f"no connection from pool {self.name} within {timeout:g} s "
+            f"({s.in_use} in use, {s.opening} opening, {s.waiting} waiting, max_size={s.max_size})"
+            + (
+                f"; last connect error: {error}"
+                if error and self._counters.consecutive_connect_errors
+                else ""
+            )
+        )
+
+    async def _acquire_slow(self, slot: Slot | None, start: float) -> PooledConn:
+        front = False
+        waited = slot is None
+        while True:
+            if slot is None:
+                slot = await self._wait(front)
+            conn: PooledConn = slot.payload
+            if not self._needs_check(conn, self._clock()) or await self._check(conn):
+                return self._handout(conn, start, waited)
+            slot, front = None, True  # lost it to a failed check: keep our place in line
+
+    async def _wait(self, front: bool) -> Slot:
+        waiter = _Waiter(self._bridge.future())
+        try:
+            actions = self._state.wait(waiter, front=front)
+        except TooManyWaiters:
+            self._counters.rejected += 1
+            raise
+        self._apply(actions)
+        try:
+            slot: Slot = await self._bridge.wait(waiter.fut)
+            return slot
+        except BaseException:
+            self._state.cancel_wait(waiter)
+            if waiter.slot is not None:  # served just as we gave up: pass it on untouched
+                self._apply(self._state.checkin(waiter.slot, self._clock(), keep=True, reset=False))
+            raise
+
+    def _needs_check(self, conn: PooledConn, now: float) -> bool:
+        after = self._check_idle_after
+        if after is None:
+            return False
+        slot = conn.slot
+        return now - slot.idle_since >= after or self._state.is_suspect(slot)
+
+    async def _check(self, conn: PooledConn) -> bool:
+        """Ping a connection the caller holds; on failure it is discarded (False)."""
+        fut = self._bridge.future()
+        conn.submitted += 1
+        seq = conn.submitted
+        ping = self._ping or conn.link.profile.ping  # type: ignore[union-attr]
+        conn.worker.submit(conn.link.run, (Link.ping, (ping,)), conn.deliver, fut)
+        try:
+            await self._bridge.wait(fut)
+        except Exception as exc:  # the ping itself failed (cancellation is a BaseException)
+            self._counters.check_failures += 1
+            log.info(
+                "pool %s: connection #%d failed its health check (%s); replacing it",
+                self.name,
+                conn.id,
+                self._redact.exception(exc),
+            )
+            self._emit("discard", conn.id, "health check failed")
+            self._apply(self._state.discard(conn.slot))
+            return False
+        except BaseException:
+            if conn.completed < seq:
+                conn.interrupt()
+            self._release(conn)
+            raise
+        return True
+
+    def _handout(self, conn: PooledConn, start: float, waited: bool) -> PooledConn:
+        now = self._clock()
+        c = self._counters
+        c.acquired += 1
+        if waited:
+            wait = now - start
+            c.waited += 1
+            c.wait_time_total += wait
+            if wait > c.wait_time_max:
+                c.wait_time_max = wait
+        conn.checked_out_at = now
+        if self._listeners:
+            self._emit("checkout", conn.id)
+        return conn
+
+    def _release(self, conn: PooledConn) -> None:
+        """A caller is done with ``conn``. Never waits: any reset runs on the conn's thread."""
+        if conn.forced:
+            return
+        now = self._clock()
+        self._counters.usage_time_total += now - conn.checked_out_at
+        keep = not (conn.broken or conn.invalidate_requested)
+        reset = keep and (
+            conn.interrupted
+            or conn.submitted != conn.completed
+            or conn.in_tx is not False
+            or conn.last_autocommit != conn.base_autocommit
+            or self._reset_hook is not None
+        )
+        if conn.broken:
+            self._counters.disconnects += 1
+        if self._listeners:
+            self._emit("checkin", conn.id)
+        slot = conn.slot
+        actions = self._state.checkin(slot, now, keep=keep, reset=reset)
+        if slot.state is SlotState.RESETTING:
+            restore = conn.base_autocommit if conn.last_autocommit != conn.base_autocommit else None
+            ping = None
+            if conn.interrupted:
+                ping = self._ping or conn.link.profile.ping  # type: ignore[union-attr]
+            conn.submitted += 1
+            conn.worker.submit(
+                conn.link.run,
+                (Link.reset, (True, restore, self._reset_hook, ping)),
+                self._on_reset,
+                conn,
+            )
+        self._apply(actions)
+        self._notify()
+
+    # ----- loop callbacks from worker threads ------------------------------------------
+
+    def _apply(self, actions: Actions) -> None:
+        for slot in actions.close:
+            self._close_slot(slot)
+        for slot in actions.open:
+            self._open_slot(slot)
+
+    def _open_slot(self, slot: Slot) -> None:
+        worker = Worker(self._bridge, self.name)
+        link = Link(self._driver, self._profile, self._connect)
+        conn = PooledConn(self, slot, worker, link)
+        slot.payload = conn
+        self._conns[slot.id] = conn
+        self._threads[slot.id] = (worker, link)
+        delay = self._backoff.delay(self._counters.consecutive_connect_errors)
+        args = (self._connect, self._configure, delay, self._stop)
+        worker.submit(link.run, (Link.connect, args), self._on_connected, conn)
+
+    def _on_connected(
+        self, conn: PooledConn, outcome: Outcome | None, exc: BaseException | None
+    ) -> None:
+        slot = conn.slot
+        if outcome is None or not outcome[0]:
+            error = outcome[1] if outcome is not None else exc
+            conn.worker.stop()
+            self._retire(conn)
+            if not isinstance(error, Abandoned):
+                self._connect_failed(conn, error)
+            self._apply(self._state.open_failed(slot))
+            self._notify()
+            return
+        in_tx, autocommit = outcome[1]
+        conn.in_tx = in_tx
+        conn.base_autocommit = conn.last_autocommit = autocommit
+        if self._driver is None:
+            self._driver = conn.link.driver
+            self._driver_name = driver_name(self._driver) if self._driver is not None else "dbapi"
+        if self._profile is None:
+            self._profile = conn.link.profile
+        c = self._counters
+        c.connections_opened += 1
+        if c.consecutive_connect_errors:
+            log.info(
+                "pool %s: connected again after %d failed attempts",
+                self.name,
+                c.consecutive_connect_errors,
+            )
+        c.consecutive_connect_errors = 0
+        log.debug("pool %s: connection #%d opened", self.name, conn.id)
+        if self._listeners:
+            self._emit("connect", conn.id)
+        self._apply(self._state.opened(slot, self._clock()))
+        self._notify()
+
+    def _connect_failed(self, conn: PooledConn, error: BaseException | None) -> None:
+        c = self._counters
+        c.connect_errors += 1
+        c.consecutive_connect_errors += 1
+        text = self._redact.exception(error) if error is not None else "unknown error"
+        c.last_connect_error = text
+        n = c.consecutive_connect_errors
+        level = logging.WARNING if n & (n - 1) == 0 else logging.DEBUG  # 1, 2, 4, 8, ...
+        log.log(
+            level,
+            "pool %s: connect attempt failed (%d in a row; retrying with back-off): %s",
+            self.name,
+            n,
+            text,
+        )
+        self._emit("connect_failed", conn.id, text)
+
+    def _on_reset(
+        self, conn: PooledConn, outcome: Outcome | None, exc: BaseException | None
+    ) -> None:
+        conn.completed += 1
+        ok = outcome is not None and outcome[0]
+        if outcome is not None:
+            conn.in_tx = outcome[2]
+            if outcome[3] and not conn.broken:
+                conn.broken = True
+                self._on_disconnect(conn)
+        if not ok:
+            self._counters.reset_failures += 1
+            error = outcome[1] if outcome is not None else exc
+            log.info(
+                "pool %s: reset of connection #%d failed (%s); replacing it",
+                self.name,
+                conn.id,
+                self._redact.exception(error) if error else "unknown",
+            )
+            if self._listeners:
+                self._emit("discard", conn.id, "reset failed")
+        conn.interrupted = False
+        conn.last_autocommit = conn.base_autocommit
+        self._apply(self._state.reset_done(conn.slot, self._clock(), ok=ok))
+        self._notify()
+
+    def _close_slot(self, slot: Slot) -> None:
+        conn: PooledConn = slot.payload
+        conn.worker.submit(conn.link.run, (Link.close, ()), self._on_closed, conn)
+        conn.worker.stop()
+
+    def _on_closed(
+        self, conn: PooledConn, outcome: Outcome | None, exc: BaseException | None
+    ) -> None:
+        self._counters.connections_closed += 1
+        self._retire(conn)
+        log.debug("pool %s: connection #%d closed", self.name, conn.id)
+        if self._listeners:
+            self._emit("close_connection", conn.id)
+        self._apply(self._state.closed_done(conn.slot))
+        self._notify()
+
+    def _retire(self, conn: PooledConn) -> None:
+        self._conns.pop(conn.id, None)
+        self._threads.pop(conn.id, None)
+        self._retired.append(conn.worker.thread)
+        if len(self._retired) > 64:
+            self._retired = [t for t in self._retired if t.is_alive()]
+
+    def _on_disconnect(self, conn: PooledConn) -> None:
+        """The driver reported a lost connection: older connections become suspect."""
+        self._state.invalidate(self._clock())
+        log.info(
+            "pool %s: connection #%d lost its server; checking older connections before reuse",
+            self.name,
+            conn.id,
+        )
+
+    def _maintain(self) -> None:
+        if not self._closed:
+            self._apply(self._state.sweep(self._clock()))
+            self._notify()
+
+    def _log_cancel_failure(self, conn: PooledConn, exc: BaseException) -> None:
+        log.info(
+            "pool %s: driver cancel on connection #%d failed: %s",
+            self.name,
+            conn.id,
+            self._redact.exception(exc),
+        )
+
+
+class _ConnectionContext:
+    """``async with pool.connection():`` without a generator frame on the hot path."""
+
+    __slots__ = ("_conn", "_pool", "_timeout")
+
+    def __init__(self, pool: Pool, timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._conn: AsyncConnection | None = None
+
+    async def __aenter__(self) -> AsyncConnection:
+        pool = self._pool
+        self._conn = AsyncConnection(pool, await pool._acquire(self._timeout))
+        return self._conn
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        conn = self._conn
+        if conn is not None and not conn._returned:
+            conn._returned = True
+            self._pool._release(conn._conn)
+
+
+class _NotOpen(Bridge):
+    def __init__(self) -> None:
+        super().__init__(_refuse)
+
+
+def _refuse(fn: Callable[[], None]) -> None:
+    raise RuntimeError("pool is not open")
+
+
+_NOT_OPEN = _NotOpen()
+
+
+def _set_done(fut: LoopFuture[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _check_driver(driver: Any, *, needs_connect: bool = True) -> None:
+    missing = [name for name in ("Error", "paramstyle") if not hasattr(driver, name)]
+    if needs_connect and not callable(getattr(driver, "connect", None)):
+        missing.insert(0, "connect()")
+    if missing:
+        raise TypeError(
+            f"{driver!r} is not a DB-API 2.0 (PEP 249) driver: it has no {', '.join(missing)}"
+        )
+    error = driver.Error
+    if not (isinstance(error, type) and issubclass(error, Exception)):
+        raise TypeError(
+            f"{driver!r} is not a DB-API 2.0 (PEP 249) driver: Error is not an exception class"
+        )
+
+
+def _maintenance_interval(max_idle: float | None, max_lifetime: float | None) -> float | None:
+    limits = [x for x in (max_idle, max_lifetime) if x is not None]
+    if not limits:
+        return None
+    return min(30.0, max(0.01, min(limits) / 4))
+
+
+def _maintenance_main(
+    ref: weakref.ReferenceType[Pool], bridge: Bridge, stop: threading.Event, interval: float
+) -> None:
+    while not stop.wait(interval):
+        pool = ref()
+        if pool is None:
+            return
+        bridge.post(pool._maintain)
+        del pool
+
+
+def _abandon_pool(
+    name: str, threads: dict[int, tuple[Worker, Link]], stop: threading.Event
+) -> None:
+    """Finalizer of a pool dropped without close(): let its threads close and exit."""
+    stop.set()
+    if threads:
+        log.warning(
+            "pool %s was garbage-collected without close(); closing %d connections",
+            name,
+            len(threads),
+        )
+    for worker, link in list(threads.values()):
+        worker.submit(link.run, (Link.close, ()))
+        worker.stop()

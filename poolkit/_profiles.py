@@ -1,0 +1,307 @@
+"""Driver profiles: what differs between DB-API drivers and matters to a pool.
+
+A profile answers, for one driver: how to ping cheaply, whether an exception means the
+connection is gone, how to cancel a running statement from another thread, whether a
+transaction is open (without a round trip, where the driver knows), and how to read and set
+autocommit. Every function runs on the connection's own worker thread, except ``cancel``,
+which by its nature runs on a helper thread while the worker is blocked in the driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DriverProfile", "profile_for"]
+
+Raw = Any
+
+
+def _select_one(raw: Raw, statement: str = "SELECT 1") -> None:
+    cur = raw.cursor()
+    try:
+        cur.execute(statement)
+        cur.fetchall()
+    finally:
+        cur.close()
+
+
+def _attr_autocommit(raw: Raw) -> bool | None:
+    value = getattr(raw, "autocommit", None)
+    return value if isinstance(value, bool) else None
+
+
+def _set_attr_autocommit(raw: Raw, on: bool) -> None:
+    raw.autocommit = on
+
+
+def _unknown_tx(raw: Raw) -> bool | None:
+    return None
+
+
+def _no_cancel(raw: Raw, cursor: Raw | None, reconnect: Callable[[], Raw]) -> None:
+    return None
+
+
+def _generic_cancel(raw: Raw, cursor: Raw | None, reconnect: Callable[[], Raw]) -> None:
+    cancel = getattr(raw, "cancel", None)
+    if callable(cancel):
+        cancel()
+    elif cursor is not None and callable(getattr(cursor, "cancel", None)):
+        cursor.cancel()
+
+
+def _generic_disconnect(exc: BaseException, raw: Raw | None, driver: Any) -> bool:
+    closed: object = getattr(raw, "closed", False)
+    if isinstance(closed, (bool, int)) and closed:
+        return True
+    interface_error = getattr(driver, "InterfaceError", None)
+    return isinstance(interface_error, type) and isinstance(exc, interface_error)
+
+
+@dataclass(frozen=True)
+class DriverProfile:
+    """How poolkit talks to one driver. Override fields with :func:`dataclasses.replace`."""
+
+    name: str
+    ping: Callable[[Raw], None] = _select_one
+    #: (exception, raw connection or None, driver module) -> the connection is unusable
+    is_disconnect: Callable[[BaseException, Raw | None, Any], bool] = _generic_disconnect
+    #: (raw connection, raw cursor running the call or None, connect-a-second-connection)
+    cancel: Callable[[Raw, Raw | None, Callable[[], Raw]], None] = _generic_cancel
+    #: True / False when the driver knows locally, None when unknown (poolkit then rolls back)
+    in_transaction: Callable[[Raw], bool | None] = _unknown_tx
+    get_autocommit: Callable[[Raw], bool | None] = _attr_autocommit
+    set_autocommit: Callable[[Raw, bool], None] = _set_attr_autocommit
+
+
+# ----- psycopg2 --------------------------------------------------------------------------
+
+_PG_DISCONNECT_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def _pg_disconnect(exc: BaseException, raw: Raw | None, driver: Any) -> bool:
+    if raw is not None and bool(getattr(raw, "closed", False)):
+        return True
+    code = getattr(exc, "pgcode", None) or ""
+    if code.startswith(_PG_DISCONNECT_SQLSTATES):
+        return True
+    return _generic_disconnect(exc, raw, driver)
+
+
+def _pg_in_tx(raw: Raw) -> bool | None:
+    # 0 idle, 1 active, 2 in transaction, 3 in error, 4 unknown (connection bad)
+    return bool(raw.get_transaction_status())
+
+
+def _pg_cancel(raw: Raw, cursor: Raw | None, reconnect: Callable[[], Raw]) -> None:
+    raw.cancel()
+
+
+PSYCOPG2 = DriverProfile(
+    name="psycopg2",
+    is_disconnect=_pg_disconnect,
+    cancel=_pg_cancel,
+    in_transaction=_pg_in_tx,
+)
+
+
+# ----- PyMySQL and mysqlclient -----------------------------------------------------------
+
+# 2006 gone away, 2013 lost during query, 2014 out of sync, 2045/2055 lost,
+# 1927 MariaDB "connection was killed", 1053 server shutdown, 4031 idle disconnect (MySQL 8).
+_MYSQL_DISCONNECT_CODES = frozenset({2006, 2013, 2014, 2045, 2055, 1927, 1053, 4031, 1152})
+
+
+def _mysql_disconnect(exc: BaseException, raw: Raw | None, driver: Any) -> bool:
+    code = exc.args[0] if exc.args else None
+    if isinstance(code, int) and code in _MYSQL_DISCONNECT_CODES:
+        return True
+    interface_error = getattr(driver, "InterfaceError", None)
+    if isinstance(interface_error, type) and isinstance(exc, interface_error):
+        return True
+    return raw is not None and getattr(raw, "open", True) is False
+
+
+def _pymysql_in_tx(raw: Raw) -> bool | None:
+    return bool(raw.server_status & 1)  # SERVER_STATUS_IN_TRANS
+
+
+def _mysql_ping(raw: Raw) -> None:
+    try:
+        raw.ping(reconnect=False)
+    except TypeError:  # mysqlclient: ping() takes no reconnect flag in recent versions
+        raw.ping()
+
+
+def _mysql_cancel(raw: Raw, cursor: Raw | None, reconnect: Callable[[], Raw]) -> None:
+    thread_id = int(raw.thread_id())
+    other = reconnect()
+    try:
+        cur = other.cursor()
+        cur.execute(f"KILL QUERY {thread_id}")
+        cur.close()
+    finally:
+        other.close()
+
+
+def _mysql_get_autocommit(raw: Raw) -> bool | None:
+    return bool(raw.get_autocommit())
+
+
+def _mysql_set_autocommit(raw: Raw, on: bool) -> None:
+    raw.autocommit(on)
+
+
+PYMYSQL = DriverProfile(
+    name="pymysql",
+    ping=_mysql_ping,
+    is_disconnect=_mysql_disconnect,
+    cancel=_mysql_cancel,
+    in_transaction=_pymysql_in_tx,
+    get_autocommit=_mysql_get_autocommit,
+    set_autocommit=_mysql_set_autocommit,
+)
+
+MYSQLDB = DriverProfile(
+    name="MySQLdb",
+    ping=_mysql_ping,
+    is_disconnect=_mysql_disconnect,
+    cancel=_mysql_cancel,
+    get_autocommit=_mysql_get_autocommit,
+    set_autocommit=_mysql_set_autocommit,
+)
+
+
+# ----- sqlite3 ---------------------------------------------------------------------------
+
+
+def _sqlite_in_tx(raw: Raw) -> bool | None:
+    return bool(raw.in_transaction)
+
+
+def _sqlite_cancel(raw: Raw, cursor: Raw | None, reconnect: Callable[[], Raw]) -> None:
+    raw.interrupt()
+
+
+def _sqlite_disconnect(exc: BaseException, raw: Raw | None, driver: Any) -> bool:
+    return "closed database" in str(exc)
+
+
+def _sqlite_get_autocommit(raw: Raw) -> bool | None:
+    autocommit = getattr(raw, "autocommit", None)  # Python 3.12+
+    if isinstance(autocommit, bool):
+        return autocommit
+    return raw.isolation_level is None
+
+
+def _sqlite_set_autocommit(raw: Raw, on: bool) -> None:
+    if isinstance(getattr(raw, "autocommit", None), bool):
+        raw.autocommit = on
+    else:
+        raw.isolation_level = None if on else ""
+
+
+SQLITE3 = DriverProfile(
+    name="sqlite3",
+    is_disconnect=_sqlite_disconnect,
+    cancel=_sqlite_cancel,
+    in_transaction=_sqlite_in_tx,
+    get_autocommit=_sqlite_get_autocommit,
+    set_autocommit=_sqlite_set_autocommit,
+)
+
+
+# ----- pyodbc ----------------------------------------------------------------------------
+
+
+def _odbc_disconnect(exc: BaseException, raw: Raw | None, driver: Any) -> bool:
+    state = exc.args[0] if exc.args else None
+    if isinstance(state, str) and (state.startswith("08") or state in {"01002", "HYT01"}):
+        return True
+    return _generic_disconnect(exc, raw, driver)
+
+
+def _odbc_cancel(raw: Raw, cursor: Raw | None, reconnect: Callable[[], Raw]) -> None:
+    if cursor is not None:
+        cursor.cancel()
+
+
+def _odbc_in_tx(raw: Raw) -> bool | None:
+    return False if getattr(raw, "autocommit", False) else None
+
+
+PYODBC = DriverProfile(
+    name="pyodbc",
+    is_disconnect=_odbc_disconnect,
+    cancel=_odbc_cancel,
+    in_transaction=_odbc_in_tx,
+)
+
+
+# ----- oracledb / cx_Oracle --------------------------------------------------------------
+
+_ORA_DISCONNECT = (
+    "DPI-1080",
+    "DPI-4011",
+    "ORA-03113",
+    "ORA-03114",
+    "ORA-03135",
+    "ORA-00028",
+    "ORA-01012",
+    "ORA-02396",
+    "DPY-4011",
+    "DPY-1001",
+)
+
+
+def _ora_disconnect(exc: BaseException, raw: Raw | None, driver: Any) -> bool:
+    text = str(exc)
+    return any(code in text for code in _ORA_DISCONNECT) or _generic_disconnect(exc, raw, driver)
+
+
+def _ora_ping(raw: Raw) -> None:
+    raw.ping()
+
+
+def _ora_in_tx(raw: Raw) -> bool | None:
+    value = getattr(raw, "transaction_in_progress", None)
+    return value if isinstance(value, bool) else None
+
+
+ORACLEDB = DriverProfile(
+    name="oracledb",
+    ping=_ora_ping,
+    is_disconnect=_ora_disconnect,
+    cancel=_pg_cancel,  # Connection.cancel() is the documented cross-thread break
+    in_transaction=_ora_in_tx,
+)
+
+GENERIC = DriverProfile(name="generic")
+
+_BY_MODULE = {
+    "psycopg2": PSYCOPG2,
+    "pymysql": PYMYSQL,
+    "MySQLdb": MYSQLDB,
+    "sqlite3": SQLITE3,
+    "pyodbc": PYODBC,
+    "oracledb": ORACLEDB,
+    "cx_Oracle": ORACLEDB,
+}
+
+
+def profile_for(driver: Any) -> DriverProfile:
+    """The profile for a driver module (or a driver-like object); generic when unknown."""
+    own = getattr(driver, "__poolkit_profile__", None)
+    if isinstance(own, DriverProfile):
+        return own
+    name = getattr(driver, "__name__", "") or ""
+    return _BY_MODULE.get(name.split(".")[0], GENERIC)
+
+
+def driver_name(driver: Any) -> str:
+    name = getattr(driver, "__name__", None)
+    if isinstance(name, str) and name:
+        return name.split(".")[0]
+    return type(driver).__name__

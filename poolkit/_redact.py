@@ -1,0 +1,67 @@
+"""Keep connection secrets out of reprs, logs, stats and error messages."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+__all__ = ["Redactor"]
+
+MASK = "***"
+
+_SECRET_KEY = re.compile(r"^(password|passwd|pwd|pass|secret|token|api_?key)$", re.IGNORECASE)
+# key=value pairs in libpq DSNs and ODBC connection strings, quoted or not
+_KV = re.compile(
+    r"(?i)\b(password|passwd|pwd)\s*=\s*('(?:[^'\\]|\\.)*'|\{[^}]*\}|\"[^\"]*\"|[^\s;]+)"
+)
+# user:password@host in URLs
+_URL = re.compile(r"(?i)([a-z][a-z0-9+.\-]*://[^:/@\s]*:)([^@\s]+)(@)")
+
+
+def _scrub_patterns(text: str) -> str:
+    text = _KV.sub(lambda m: f"{m.group(1)}={MASK}", text)
+    return _URL.sub(lambda m: f"{m.group(1)}{MASK}{m.group(3)}", text)
+
+
+class Redactor:
+    """Knows the secrets in one pool's connect arguments and masks them in any text."""
+
+    def __init__(self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None) -> None:
+        secrets: set[str] = set()
+        for arg in args:
+            if isinstance(arg, str):
+                secrets.update(_values_in(arg))
+        for key, value in (kwargs or {}).items():
+            if value is None:
+                continue
+            if _SECRET_KEY.match(key):
+                secrets.add(str(value))
+            elif isinstance(value, str):
+                secrets.update(_values_in(value))
+        # Longest first, so a secret containing another is masked whole.
+        self._secrets = sorted((s for s in secrets if len(s) >= 2), key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, MASK)
+        return _scrub_patterns(text)
+
+    def exception(self, exc: BaseException) -> str:
+        """``Type: message`` of an exception, secrets masked."""
+        return self(f"{type(exc).__name__}: {exc}".strip())
+
+    def __repr__(self) -> str:
+        return f"<Redactor {len(self._secrets)} secrets>"
+
+
+def _values_in(text: str) -> set[str]:
+    found: set[str] = set()
+    for match in _KV.finditer(text):
+        value = match.group(2)
+        if value[:1] in "'\"{" and len(value) >= 2:
+            value = value[1:-1]
+        found.add(value)
+    for match in _URL.finditer(text):
+        found.add(match.group(2))
+    return found
