@@ -271,12 +271,14 @@ class Pool:
         self._bridge = current_bridge()
         interval = _maintenance_interval(self._state.max_idle, self._state.max_lifetime)
         if interval is not None:
-            threading.Thread(
+            maintenance = threading.Thread(
                 target=_maintenance_main,
                 args=(weakref.ref(self), self._bridge, self._stop, interval),
                 name=f"poolkit-{self.name}-maintenance",
                 daemon=True,
-            ).start()
+            )
+            maintenance.start()
+            self._retired.append(maintenance)
         log.info(
             "pool %s: opening (min_size=%d, max_size=%d)", self.name, self.min_size, self.max_size
         )

@@ -1,0 +1,168 @@
+"""The databases the test suite runs against: sqlite3 (always), PostgreSQL and MariaDB (when up).
+
+DSNs come from ``POOLKIT_POSTGRES_DSN`` (libpq key=value or URL) and ``POOLKIT_MYSQL_DSN``
+(``mysql://user:password@host:port/db``). ``POOLKIT_REQUIRE_BACKENDS=postgres,mysql`` turns
+"server unreachable" from a skip into a failure; CI sets it.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import poolkit
+
+DEFAULT_POSTGRES_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
+DEFAULT_MYSQL_DSN = "mysql://root@127.0.0.1:3306/test"
+
+
+@dataclass
+class Backend:
+    """How to reach one database and the bits of SQL that differ between them."""
+
+    name: str
+    driver: Any
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    #: placeholder for parameter n (0-based) in the driver's paramstyle
+    placeholder: Callable[[int], str] = lambda n: "%s"
+    #: a statement that keeps the server busy for `seconds`
+    sleep_sql: Callable[[float], str] = lambda s: ""
+    #: a statement returning this session's server-side id
+    session_id_sql: str = ""
+    #: a statement (run from another connection) that kills session `pid`
+    kill_sql: Callable[[int], str] = lambda pid: ""
+    #: counts the sessions of the test user on the server
+    sessions_sql: str = ""
+    int_pk: str = "INTEGER PRIMARY KEY"
+
+    def connect(self) -> Any:
+        """A plain driver connection, for setting up and inspecting from the test side."""
+        return self.driver.connect(*self.args, **self.kwargs)
+
+    def pool(self, **options: Any) -> poolkit.Pool:
+        return poolkit.Pool(self.driver, *self.args, connect_kwargs=self.kwargs, **options)
+
+    def q(self, n: int = 0) -> str:
+        return self.placeholder(n)
+
+    @contextmanager
+    def table(self, columns: str = "id INTEGER, name VARCHAR(100)") -> Iterator[str]:
+        """A fresh table for one test, dropped afterwards."""
+        name = f"pk_{uuid.uuid4().hex[:12]}"
+        self.run(f"CREATE TABLE {name} ({columns})")
+        try:
+            yield name
+        finally:
+            self.run(f"DROP TABLE IF EXISTS {name}")
+
+    def run(self, sql: str, params: Any = None) -> list[Any]:
+        """Run one statement on a fresh plain connection, commit, return the rows."""
+        raw = self.connect()
+        try:
+            cur = raw.cursor()
+            cur.execute(sql) if params is None else cur.execute(sql, params)
+            rows = list(cur.fetchall()) if cur.description is not None else []
+            raw.commit()
+            return rows
+        finally:
+            raw.close()
+
+
+def _postgres() -> Backend:
+    import psycopg2
+
+    dsn = os.environ.get("POOLKIT_POSTGRES_DSN", DEFAULT_POSTGRES_DSN)
+    return Backend(
+        name="postgres",
+        driver=psycopg2,
+        args=(dsn,),
+        sleep_sql=lambda s: f"SELECT pg_sleep({s})",
+        session_id_sql="SELECT pg_backend_pid()",
+        kill_sql=lambda pid: f"SELECT pg_terminate_backend({int(pid)})",
+        sessions_sql=(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE usename = current_user AND pid <> pg_backend_pid()"
+        ),
+        int_pk="INTEGER PRIMARY KEY",
+    )
+
+
+def mysql_kwargs(dsn: str) -> dict[str, Any]:
+    parts = urlsplit(dsn)
+    if parts.scheme not in {"mysql", "mariadb", "mysql+pymysql"}:
+        raise ValueError("POOLKIT_MYSQL_DSN must look like mysql://user:password@host:port/db")
+    kwargs: dict[str, Any] = {
+        "host": parts.hostname or "127.0.0.1",
+        "port": parts.port or 3306,
+        "user": unquote(parts.username or "root"),
+        "password": unquote(parts.password or ""),
+        "database": parts.path.lstrip("/") or "test",
+        "connect_timeout": 3,
+    }
+    return kwargs
+
+
+def _mysql() -> Backend:
+    import pymysql
+
+    kwargs = mysql_kwargs(os.environ.get("POOLKIT_MYSQL_DSN", DEFAULT_MYSQL_DSN))
+    return Backend(
+        name="mysql",
+        driver=pymysql,
+        kwargs=kwargs,
+        sleep_sql=lambda s: f"SELECT SLEEP({s})",
+        session_id_sql="SELECT CONNECTION_ID()",
+        kill_sql=lambda pid: f"KILL {int(pid)}",
+        sessions_sql=(
+            "SELECT count(*) FROM information_schema.PROCESSLIST "
+            "WHERE USER = SUBSTRING_INDEX(CURRENT_USER(), '@', 1) AND ID <> CONNECTION_ID()"
+        ),
+        int_pk="INTEGER PRIMARY KEY",
+    )
+
+
+def sqlite_backend(directory: Path) -> Backend:
+    return Backend(
+        name="sqlite",
+        driver=sqlite3,
+        args=(str(directory / "poolkit-test.db"),),
+        kwargs={"timeout": 5.0},
+        placeholder=lambda n: "?",
+    )
+
+
+SERVER_BACKENDS: dict[str, Callable[[], Backend]] = {"postgres": _postgres, "mysql": _mysql}
+
+
+def required_backends() -> set[str]:
+    raw = os.environ.get("POOLKIT_REQUIRE_BACKENDS", "")
+    names = {n.strip() for n in raw.split(",") if n.strip()}
+    unknown = names - set(SERVER_BACKENDS) - {"sqlite"}
+    if unknown:
+        raise ValueError(f"POOLKIT_REQUIRE_BACKENDS names unknown backends: {sorted(unknown)}")
+    return names
+
+
+@cache
+def probe(name: str) -> tuple[Backend | None, str]:
+    """(backend, "") when reachable, else (None, why) with secrets masked."""
+    try:
+        backend = SERVER_BACKENDS[name]()
+    except ImportError as exc:
+        return None, f"driver for {name} is not installed ({exc})"
+    try:
+        backend.connect().close()
+    except Exception as exc:
+        redact = poolkit._redact.Redactor(backend.args, backend.kwargs)
+        env = f"POOLKIT_{name.upper()}_DSN"
+        return None, f"{name} unreachable ({redact.exception(exc)}); set {env} to test it"
+    return backend, ""

@@ -1,0 +1,85 @@
+"""Shared fixtures: every async test runs on asyncio and trio; ``backend`` spans real databases."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.backends import Backend, probe, required_backends, sqlite_backend
+
+ALL_BACKENDS = ("sqlite", "postgres", "mysql")
+
+
+@pytest.fixture(params=["asyncio", "trio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+def _resolve(name: str, tmp_path: Path) -> Backend:
+    if name == "sqlite":
+        return sqlite_backend(tmp_path)
+    backend, why = probe(name)
+    if backend is None:
+        if name in required_backends():
+            pytest.fail(f"required backend {why} (POOLKIT_REQUIRE_BACKENDS)", pytrace=False)
+        pytest.skip(why)
+    return backend
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", marks=[pytest.mark.sqlite]),
+        pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.real]),
+        pytest.param("mysql", marks=[pytest.mark.mysql, pytest.mark.real]),
+    ]
+)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Each database the suite can reach (sqlite3 always)."""
+    return _resolve(str(request.param), tmp_path)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.real]),
+        pytest.param("mysql", marks=[pytest.mark.mysql, pytest.mark.real]),
+    ]
+)
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Only the real servers (for kills, cancels and server-side session counts)."""
+    return _resolve(str(request.param), tmp_path)
+
+
+@pytest.fixture
+def sqlite(tmp_path: Path) -> Backend:
+    return sqlite_backend(tmp_path)
+
+
+@pytest.fixture
+def table(backend: Backend) -> Iterator[str]:
+    with backend.table() as name:
+        yield name
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_threads() -> Iterator[None]:
+    """Every pool a test opens must have joined its worker threads by the end of the test."""
+    before = {t.ident for t in threading.enumerate()}
+    yield
+    leaked = [
+        t.name
+        for t in threading.enumerate()
+        if t.ident not in before and t.name.startswith("poolkit-") and t.is_alive()
+    ]
+    # Helper threads (driver cancels) may still be finishing; only workers must be gone.
+    workers = [n for n in leaked if not n.endswith(("-cancel", "-join"))]
+    assert not workers, f"worker threads outlived their pool: {workers}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[Any]) -> None:
+    for item in items:
+        if "real" not in item.keywords:
+            item.add_marker(pytest.mark.fake)
