@@ -1,0 +1,54 @@
+"""Sessions: lint, typecheck, tests on every Python, and the suite against each database."""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+PYTHON_VERSIONS = ["3.10", "3.11", "3.12", "3.13"]
+BACKENDS = ["sqlite", "postgres", "mysql"]
+# Server-backed sessions read their DSNs from the environment, like the test suite does.
+DSN_VARS = ("POOLKIT_POSTGRES_DSN", "POOLKIT_MYSQL_DSN")
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+
+def _env(require: str = "") -> dict[str, str]:
+    env = {k: os.environ[k] for k in DSN_VARS if k in os.environ}
+    if require:
+        env["POOLKIT_REQUIRE_BACKENDS"] = require
+    return env
+
+
+@nox.session(python=PYTHON_VERSIONS)
+def tests(session: nox.Session) -> None:
+    """The whole suite; servers that are not reachable are skipped with a reason."""
+    session.install("-e", ".[test]")
+    session.run("python", "-m", "pytest", *session.posargs, env=_env())
+
+
+@nox.session(python="3.11", default=False)
+@nox.parametrize("db", BACKENDS)
+def backend(session: nox.Session, db: str) -> None:
+    """Only the tests of one database; a server-backed one must be reachable."""
+    session.install("-e", ".[test]")
+    marker = "not real" if db == "sqlite" else db
+    require = "" if db == "sqlite" else db
+    session.run("python", "-m", "pytest", "-m", marker, *session.posargs, env=_env(require))
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    """ruff check and ruff format --check."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over poolkit, tests, examples and this file."""
+    session.install("-e", ".[test,lint]")
+    session.run("mypy")
