@@ -23,6 +23,8 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import sniffio
 
+from ._errors import PoolError
+
 __all__ = ["Bridge", "LoopFuture", "current_bridge"]
 
 log = logging.getLogger("poolkit.bridge")
@@ -79,6 +81,17 @@ class Bridge:
     def future(self) -> LoopFuture[Any]:  # pragma: no cover - overridden
         raise NotImplementedError
 
+    def is_current(self) -> bool:  # pragma: no cover - overridden
+        return False
+
+    def check_current(self, owner: str) -> None:
+        """Raise a clear error when called from another event loop than the bridge's."""
+        if not self.is_current():
+            raise PoolError(
+                f"pool {owner} belongs to the event loop that opened it; "
+                "use one pool per event loop"
+            )
+
     def wait(self, fut: LoopFuture[T]) -> Awaitable[T]:
         return fut
 
@@ -90,6 +103,7 @@ class _AsyncioBridge(Bridge):
         import asyncio
 
         self.loop = asyncio.get_running_loop()
+        self._running_loop = asyncio.get_running_loop
         call_soon_threadsafe = self.loop.call_soon_threadsafe
 
         def schedule(fn: Callable[[], None]) -> None:
@@ -99,6 +113,12 @@ class _AsyncioBridge(Bridge):
 
     def future(self) -> LoopFuture[Any]:
         return self.loop.create_future()
+
+    def is_current(self) -> bool:
+        try:
+            return self._running_loop() is self.loop
+        except RuntimeError:
+            return False
 
 
 class _TrioFuture(Generic[T]):
@@ -138,10 +158,19 @@ class _TrioBridge(Bridge):
     def __init__(self) -> None:
         import trio
 
-        super().__init__(trio.lowlevel.current_trio_token().run_sync_soon)
+        self.token = trio.lowlevel.current_trio_token()
+        super().__init__(self.token.run_sync_soon)
 
     def future(self) -> LoopFuture[Any]:
         return _TrioFuture()
+
+    def is_current(self) -> bool:
+        import trio
+
+        try:
+            return trio.lowlevel.current_trio_token() is self.token
+        except RuntimeError:
+            return False
 
 
 def current_bridge() -> Bridge:

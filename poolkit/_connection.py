@@ -243,7 +243,11 @@ class AsyncConnection:
         try:
             yield self
         except Exception:
-            await self._call(Link.end, (False, restore), None)
+            if not self._returned:
+                try:
+                    await self._call(Link.end, (False, restore), None)
+                except Exception:  # the block's own error matters more; reset cleans up
+                    conn.in_tx = None
             raise
         except BaseException:
             if not self._returned:

@@ -441,6 +441,7 @@ class Pool:
             raise PoolClosed(
                 f"pool {self.name} is not open: use 'async with pool:' or 'await pool.open()'"
             )
+        self._bridge.check_current(self.name)
         if timeout is _DEFAULT:
             timeout = self._timeout
         now = self._clock()
@@ -505,6 +506,7 @@ class Pool:
     async def _check(self, conn: PooledConn) -> bool:
         """Ping a connection the caller holds; on failure it is discarded (False)."""
         fut = self._bridge.future()
+        conn.checked_out_at = self._clock()
         conn.submitted += 1
         seq = conn.submitted
         ping = self._ping or conn.link.profile.ping  # type: ignore[union-attr]
