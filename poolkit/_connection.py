@@ -135,16 +135,19 @@ class AsyncConnection:
 
     # ----- the call path ---------------------------------------------------------------
 
+    def _check_usable(self) -> None:
+        if self._returned:
+            raise ConnectionReturned(
+                f"connection #{self._conn.id} was already returned to the pool; acquire a new one"
+            )
+        if self._conn.forced:
+            raise PoolClosed(f"connection #{self._conn.id} was closed by Pool.close(timeout=...)")
+
     async def _call(
         self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None
     ) -> Any:
         conn = self._conn
-        if self._returned:
-            raise ConnectionReturned(
-                f"connection #{conn.id} was already returned to the pool; acquire a new one"
-            )
-        if conn.forced:
-            raise PoolClosed(f"connection #{conn.id} was closed by Pool.close(timeout=...)")
+        self._check_usable()
         if self._busy:
             raise ConnectionBusy(
                 f"connection #{conn.id} is already running a call for another task; "
@@ -182,6 +185,7 @@ class AsyncConnection:
         """A new cursor; ``args``/``kwargs`` go to the driver's ``cursor()`` on its thread."""
         from ._cursor import AsyncCursor
 
+        self._check_usable()
         box = CursorBox(args, kwargs)
         cursor = AsyncCursor(self, box)
         weakref.finalize(
@@ -237,6 +241,7 @@ class AsyncConnection:
         cancellation is not delayed and no later call can run inside the failed transaction.
         """
         conn = self._conn
+        self._check_usable()
         restore = False
         if conn.last_autocommit is not False:
             restore = await self._call(Link.begin, (), None)

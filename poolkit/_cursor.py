@@ -69,6 +69,7 @@ class AsyncCursor:
 
     def _buffered(self) -> bool:
         """Whether fetches may be answered locally (a result set, cursor not closed)."""
+        self._connection._check_usable()
         return not self._closed and self.description is not None
 
     # ----- statements ------------------------------------------------------------------

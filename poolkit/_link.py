@@ -43,12 +43,13 @@ Outcome = tuple[bool, Any, "bool | None", bool]
 class CursorBox:
     """Holds a raw cursor for one ``AsyncCursor``; only its worker thread touches ``raw``."""
 
-    __slots__ = ("__weakref__", "args", "kwargs", "raw")
+    __slots__ = ("__weakref__", "args", "closed", "kwargs", "raw")
 
     def __init__(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.raw: Raw | None = None
         self.args = args
         self.kwargs = kwargs
+        self.closed = False
 
 
 class Link:
@@ -215,7 +216,10 @@ class Link:
         if raw is None:
             raw = self.raw.cursor(*box.args, **box.kwargs)
             box.raw = raw
-            self.cursors.add(box)
+            if box.closed:  # closed before first use: let the driver raise its own error
+                raw.close()
+            else:
+                self.cursors.add(box)
         return raw
 
     def execute(
@@ -256,7 +260,11 @@ class Link:
 
     def nextset(self, box: CursorBox, prefetch: int) -> Snapshot:
         cur = self._cursor(box)
-        value = cur.nextset()
+        self.active_cursor = cur
+        try:
+            value = cur.nextset()
+        finally:
+            self.active_cursor = None
         snap = _snapshot(cur, prefetch if value else 0)
         snap.value = value
         return snap
@@ -277,6 +285,7 @@ class Link:
     def close_cursor(self, box: CursorBox) -> None:
         # The closed raw cursor stays in the box: later calls reach it and the driver
         # raises its own "cursor closed" error.
+        box.closed = True
         self.cursors.discard(box)
         if box.raw is not None:
             box.raw.close()

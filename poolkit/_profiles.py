@@ -52,12 +52,19 @@ def _generic_cancel(raw: Raw, cursor: Raw | None, reconnect: Callable[[], Raw]) 
         cursor.cancel()
 
 
-def _generic_disconnect(exc: BaseException, raw: Raw | None, driver: Any) -> bool:
+def _closed_attr(raw: Raw | None) -> bool:
     closed: object = getattr(raw, "closed", False)
-    if isinstance(closed, (bool, int)) and closed:
+    return isinstance(closed, (bool, int)) and bool(closed)
+
+
+def _generic_disconnect(exc: BaseException, raw: Raw | None, driver: Any) -> bool:
+    """The connection says it is closed, or an InterfaceError that is not about a cursor."""
+    if _closed_attr(raw):
         return True
     interface_error = getattr(driver, "InterfaceError", None)
-    return isinstance(interface_error, type) and isinstance(exc, interface_error)
+    if isinstance(interface_error, type) and isinstance(exc, interface_error):
+        return "cursor" not in str(exc).lower()
+    return False
 
 
 @dataclass(frozen=True)
@@ -82,12 +89,12 @@ _PG_DISCONNECT_SQLSTATES = ("08", "57P01", "57P02", "57P03")
 
 
 def _pg_disconnect(exc: BaseException, raw: Raw | None, driver: Any) -> bool:
-    if raw is not None and bool(getattr(raw, "closed", False)):
+    # psycopg2 marks the connection closed (1 or 2) when it loses the server; its
+    # InterfaceError also covers harmless misuse such as "cursor already closed".
+    if _closed_attr(raw):
         return True
     code = getattr(exc, "pgcode", None) or ""
-    if code.startswith(_PG_DISCONNECT_SQLSTATES):
-        return True
-    return _generic_disconnect(exc, raw, driver)
+    return code.startswith(_PG_DISCONNECT_SQLSTATES)
 
 
 def _pg_in_tx(raw: Raw) -> bool | None:
