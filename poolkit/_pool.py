@@ -14,7 +14,7 @@ import math
 import threading
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
 from typing import Any
@@ -28,7 +28,7 @@ from ._errors import PoolClosed, PoolTimeout, TooManyWaiters
 from ._link import Abandoned, Link, Outcome
 from ._profiles import DriverProfile, driver_name, profile_for
 from ._redact import Redactor
-from ._state import Actions, PoolState, Slot, SlotState
+from ._state import Actions, PoolState, Slot, SlotState, validate_sizes
 from ._stats import Counters, PoolEvent, Stats
 from ._worker import Worker, run_in_helper_thread
 
@@ -87,6 +87,10 @@ class Pool:
 
     Hooks run on the connection's thread with the raw connection: ``configure(raw)`` once
     after connect, ``reset(raw)`` on each return after the rollback.
+
+    Passwords in the connect arguments (``password=`` keys, libpq/ODBC ``password=``/``PWD=``
+    pairs, ``user:password@`` URLs) never appear in poolkit's reprs, logs, stats or errors;
+    pass any other secret (say, one a ``connect=`` factory uses) in ``secrets`` to mask it too.
     """
 
     def __init__(
@@ -111,6 +115,7 @@ class Pool:
         backoff: Backoff | None = None,
         prefetch: int = 1000,
         name: str | None = None,
+        secrets: Iterable[str] = (),
         profile: DriverProfile | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -161,7 +166,7 @@ class Pool:
         )
         self._driver_name = driver_name(driver) if driver is not None else "dbapi"
         self.name = name if name is not None else f"{self._driver_name}-{next(_names)}"
-        self._redact = Redactor(args, kwargs)
+        self._redact = Redactor(args, kwargs, secrets)
         self._timeout = timeout
         self._query_timeout = query_timeout
         self._check_idle_after = check_idle_after
@@ -266,8 +271,32 @@ class Pool:
         """
         if self._closed:
             raise PoolClosed(f"pool {self.name} is closed and cannot be reopened")
-        if self._bridge is not _NOT_OPEN:
+        if self._bridge is _NOT_OPEN:
+            self._start()
+        else:
+            self._bridge.check_current(self.name)
+        if not wait:
             return
+        if timeout is _DEFAULT:
+            timeout = self._timeout
+        if timeout is not None and timeout < 0:
+            raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
+        state = self._state
+        with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
+            while state.idle + state.in_use < state.min_size and not state.closed:
+                await self._changed()
+        if state.closed:
+            raise PoolClosed(f"pool {self.name} was closed while opening")
+        if scope.cancelled_caught:
+            error = self._counters.last_connect_error
+            with anyio.CancelScope(shield=True):
+                await self.close(timeout=0)
+            raise PoolTimeout(
+                f"pool {self.name}: could not open {state.min_size} connections in "
+                f"{timeout:g} s" + (f"; last connect error: {error}" if error else "")
+            )
+
+    def _start(self) -> None:
         self._bridge = current_bridge()
         interval = _maintenance_interval(self._state.max_idle, self._state.max_lifetime)
         if interval is not None:
@@ -284,21 +313,6 @@ class Pool:
         )
         self._apply(self._state.fill())
         self._emit("open")
-        if not wait:
-            return
-        if timeout is _DEFAULT:
-            timeout = self._timeout
-        with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
-            while self._state.idle + self._state.in_use < self._state.min_size:
-                await self._changed()
-        if scope.cancelled_caught:
-            error = self._counters.last_connect_error
-            with anyio.CancelScope(shield=True):
-                await self.close(timeout=0)
-            raise PoolTimeout(
-                f"pool {self.name}: could not open {self._state.min_size} connections in "
-                f"{timeout:g} s" + (f"; last connect error: {error}" if error else "")
-            )
 
     async def close(self, timeout: float | None = 10.0) -> int:
         """Close the pool; returns how many in-use connections had to be forced closed.
@@ -327,8 +341,7 @@ class Pool:
             waiter.fail(PoolClosed(f"pool {self.name} was closed while waiting for a connection"))
         self._apply(actions)
         forced = 0
-        deadline = math.inf if timeout is None else self._clock() + timeout
-        with anyio.move_on_after(max(0.0, deadline - self._clock())):
+        with anyio.move_on_after(math.inf if timeout is None else max(0.0, timeout)):
             while self._state.size:
                 await self._changed()
         if self._state.size:
@@ -409,7 +422,12 @@ class Pool:
 
     def resize(self, min_size: int, max_size: int) -> None:
         """Change the bounds; extra idle connections close now, extra in-use ones on return."""
+        if self._bridge is _NOT_OPEN:  # nothing runs yet: open() will fill to the new size
+            validate_sizes(min_size, max_size)
+            self._state.min_size, self._state.max_size = min_size, max_size
+            return
         self._apply(self._state.resize(min_size, max_size))
+        self._notify()
 
     # ----- acquire and release ---------------------------------------------------------
 
@@ -444,6 +462,8 @@ class Pool:
         self._bridge.check_current(self.name)
         if timeout is _DEFAULT:
             timeout = self._timeout
+        elif timeout is not None and not timeout >= 0:
+            raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
         now = self._clock()
         slot, actions = self._state.checkout(now)
         if actions:
@@ -482,7 +502,7 @@ class Pool:
     async def _wait(self, front: bool) -> Slot:
         waiter = _Waiter(self._bridge.future())
         try:
-            actions = self._state.wait(waiter, front=front)
+            actions = self._state.wait(waiter, self._clock(), front=front)
         except TooManyWaiters:
             self._counters.rejected += 1
             raise
@@ -497,16 +517,15 @@ class Pool:
             raise
 
     def _needs_check(self, conn: PooledConn, now: float) -> bool:
-        after = self._check_idle_after
-        if after is None:
-            return False
         slot = conn.slot
-        return now - slot.idle_since >= after or self._state.is_suspect(slot)
+        if self._state.is_suspect(slot):  # created before a disconnect and not checked since
+            return True
+        after = self._check_idle_after
+        return after is not None and now - slot.idle_since >= after
 
     async def _check(self, conn: PooledConn) -> bool:
         """Ping a connection the caller holds; on failure it is discarded (False)."""
         fut = self._bridge.future()
-        conn.checked_out_at = self._clock()
         conn.submitted += 1
         seq = conn.submitted
         ping = self._ping or conn.link.profile.ping  # type: ignore[union-attr]
@@ -527,8 +546,9 @@ class Pool:
         except BaseException:
             if conn.completed < seq:
                 conn.interrupt()
-            self._release(conn)
+            self._release(conn, handed_out=False)
             raise
+        self._state.verified(conn.slot, self._clock())
         return True
 
     def _handout(self, conn: PooledConn, start: float, waited: bool) -> PooledConn:
@@ -546,12 +566,17 @@ class Pool:
             self._emit("checkout", conn.id)
         return conn
 
-    def _release(self, conn: PooledConn) -> None:
-        """A caller is done with ``conn``. Never waits: any reset runs on the conn's thread."""
+    def _release(self, conn: PooledConn, *, handed_out: bool = True) -> None:
+        """A caller is done with ``conn``. Never waits: any reset runs on the conn's thread.
+
+        ``handed_out=False``: the acquire was abandoned during the health check, so this is
+        no checkin in the statistics or events.
+        """
         if conn.forced:
             return
         now = self._clock()
-        self._counters.usage_time_total += now - conn.checked_out_at
+        if handed_out:
+            self._counters.usage_time_total += now - conn.checked_out_at
         keep = not (conn.broken or conn.invalidate_requested)
         reset = keep and (
             conn.interrupted
@@ -560,9 +585,7 @@ class Pool:
             or conn.last_autocommit != conn.base_autocommit
             or self._reset_hook is not None
         )
-        if conn.broken:
-            self._counters.disconnects += 1
-        if self._listeners:
+        if self._listeners and handed_out:
             self._emit("checkin", conn.id)
         slot = conn.slot
         actions = self._state.checkin(slot, now, keep=keep, reset=reset)
@@ -704,6 +727,7 @@ class Pool:
 
     def _on_disconnect(self, conn: PooledConn) -> None:
         """The driver reported a lost connection: older connections become suspect."""
+        self._counters.disconnects += 1
         self._state.invalidate(self._clock())
         log.info(
             "pool %s: connection #%d lost its server; checking older connections before reuse",

@@ -27,8 +27,13 @@ def _scrub_patterns(text: str) -> str:
 class Redactor:
     """Knows the secrets in one pool's connect arguments and masks them in any text."""
 
-    def __init__(self, args: Iterable[Any] = (), kwargs: Mapping[str, Any] | None = None) -> None:
-        secrets: set[str] = set()
+    def __init__(
+        self,
+        args: Iterable[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        extra: Iterable[str] = (),
+    ) -> None:
+        secrets: set[str] = {s for s in extra if isinstance(s, str)}
         for arg in args:
             if isinstance(arg, str):
                 secrets.update(_values_in(arg))

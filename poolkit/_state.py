@@ -38,6 +38,8 @@ class Slot:
     id: int
     state: SlotState = SlotState.OPENING
     created_at: float = math.nan
+    #: last time the connection was known good (opened, or passed a health check)
+    verified_at: float = math.nan
     expires_at: float = math.inf
     idle_since: float = math.nan
     payload: Any = None
@@ -135,7 +137,12 @@ class PoolState:
         return list(self._idle)
 
     def is_suspect(self, slot: Slot) -> bool:
-        return slot.created_at <= self.invalidated_at
+        """Not verified since the last disconnect was seen (see :meth:`invalidate`)."""
+        return slot.verified_at <= self.invalidated_at
+
+    def verified(self, slot: Slot, now: float) -> None:
+        """``slot`` passed a health check at ``now``: no longer suspect."""
+        slot.verified_at = now
 
     # ----- acquiring -------------------------------------------------------------------
 
@@ -158,8 +165,12 @@ class PoolState:
         self._grow(actions)
         return slot, actions
 
-    def wait(self, waiter: Waiter, *, front: bool = False) -> Actions:
-        """Queue a caller; ``front`` puts it first (it lost a connection to a failed check)."""
+    def wait(self, waiter: Waiter, now: float, *, front: bool = False) -> Actions:
+        """Queue a caller; ``front`` puts it first (it lost a connection to a failed check).
+
+        If connections are idle (possible only for ``front`` waiters), the queue is served
+        from them at once.
+        """
         if self.closed:
             raise PoolClosed("the pool is closed")
         if self.max_waiting and self.waiting >= self.max_waiting and not front:
@@ -174,6 +185,18 @@ class PoolState:
             self._waiters.append(waiter)
         self.waiting += 1
         actions = Actions()
+        while self._idle and self.waiting:
+            slot = self._idle.pop()
+            if now >= slot.expires_at:
+                self._begin_close(slot, actions)
+                continue
+            slot.state = SlotState.IN_USE
+            self.in_use += 1
+            if not self._hand_to_waiter(slot):
+                self.in_use -= 1
+                slot.state = SlotState.IDLE
+                self._idle.append(slot)
+                break
         self._grow(actions)
         return actions
 
@@ -189,7 +212,7 @@ class PoolState:
         """A connect attempt succeeded."""
         assert slot.state is SlotState.OPENING
         self.opening -= 1
-        slot.created_at = now
+        slot.created_at = slot.verified_at = now
         if self.max_lifetime is not None:
             jitter = 1.0 - self.lifetime_jitter * self._rng.random()
             slot.expires_at = now + self.max_lifetime * jitter
@@ -209,7 +232,8 @@ class PoolState:
         assert slot.state is SlotState.IN_USE, slot
         self.in_use -= 1
         actions = Actions()
-        if not keep or self.closed or self.size > self.max_size:
+        # The slot is out of every bucket here, so it fits only if size < max_size.
+        if not keep or self.closed or self.size >= self.max_size:
             self._begin_close(slot, actions)
             self._grow(actions)
             return actions
@@ -291,7 +315,7 @@ class PoolState:
         validate_sizes(min_size, max_size)
         self.min_size, self.max_size = min_size, max_size
         actions = Actions()
-        while self._idle and self.size > max_size:
+        while self._idle and self.live > max_size:  # closing ones have left `live`
             self._begin_close(self._idle.popleft(), actions)
         self._grow(actions)
         return actions
@@ -313,12 +337,21 @@ class PoolState:
 
     def _make_ready(self, slot: Slot, now: float, actions: Actions) -> Actions:
         slot.idle_since = now  # "ready since": the clock for health checks and max_idle
-        if self.closed or now >= slot.expires_at or self.size > self.max_size:
+        # The slot is out of every bucket here, so it fits only if size < max_size.
+        if self.closed or now >= slot.expires_at or self.size >= self.max_size:
             self._begin_close(slot, actions)
             self._grow(actions)
             return actions
         slot.state = SlotState.IN_USE
         self.in_use += 1
+        if not self._hand_to_waiter(slot):
+            self.in_use -= 1
+            slot.state = SlotState.IDLE
+            self._idle.append(slot)
+        return actions
+
+    def _hand_to_waiter(self, slot: Slot) -> bool:
+        """Give an IN_USE-counted slot to the first waiter still waiting."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.active:
@@ -326,11 +359,8 @@ class PoolState:
             waiter.active = False
             self.waiting -= 1
             if waiter.offer(slot):
-                return actions
-        self.in_use -= 1
-        slot.state = SlotState.IDLE
-        self._idle.append(slot)
-        return actions
+                return True
+        return False
 
     def _begin_close(self, slot: Slot, actions: Actions) -> None:
         slot.state = SlotState.CLOSING

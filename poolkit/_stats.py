@@ -41,7 +41,7 @@ class Stats:
     consecutive_connect_errors: int
     #: the last connect error as "Type: message", secrets masked
     last_connect_error: str | None
-    #: connections discarded because the driver reported a disconnect
+    #: connections found disconnected (by a call, a health check or a reset) and discarded
     disconnects: int
     #: connections discarded because their reset failed
     reset_failures: int
