@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
 __all__ = ["AsyncConnection", "PooledConn"]
 
 T = TypeVar("T")
+
+#: "Use the pool's default" for ``timeout=`` arguments (None means "no timeout").
+DEFAULT: Any = object()
 
 
 class PooledConn:
@@ -82,19 +86,22 @@ class PooledConn:
             else:
                 fut.set_exception(value)
 
-    def interrupt(self) -> None:
-        """A caller left while its call still ran: cancel it in the driver, reset before reuse."""
+    def interrupt(self, seq: int) -> None:
+        """The caller of call ``seq`` left before it finished: skip it if it has not started,
+        cancel it in the driver if it is running, and reset the connection before reuse."""
         self.interrupted = True
         self.in_tx = None
-        link, seq = self.link, self.submitted
+        link = self.link
+        done = threading.Event()
+        link.abandon(seq, done)
 
         def cancel() -> None:
-            if self.completed >= seq:  # finished meanwhile (a racy read is fine: best effort)
-                return
             try:
-                link.cancel()
+                link.cancel(seq)
             except Exception as exc:
                 self.pool._log_cancel_failure(self, exc)
+            finally:
+                done.set()
 
         run_in_helper_thread(cancel, f"{self.pool.name}-cancel")
 
@@ -153,14 +160,14 @@ class AsyncConnection:
                 f"connection #{conn.id} is already running a call for another task; "
                 "use one connection per task (acquire another from the pool)"
             )
-        if timeout is None:
+        if timeout is DEFAULT:
             timeout = self._pool._query_timeout
         bridge = self._pool._bridge
         fut = bridge.future()
         conn.submitted += 1
         seq = conn.submitted
         self._busy = True
-        conn.worker.submit(conn.link.run, (fn, args), conn.deliver, fut)
+        conn.worker.submit(conn.link.run, (fn, args, seq), conn.deliver, fut)
         try:
             if timeout is None:
                 return await bridge.wait(fut)
@@ -173,7 +180,7 @@ class AsyncConnection:
             )
         except BaseException:
             if conn.completed < seq:
-                conn.interrupt()
+                conn.interrupt(seq)
             raise
         finally:
             self._busy = False
@@ -194,7 +201,7 @@ class AsyncConnection:
         return cursor
 
     async def execute(
-        self, sql: Any, params: Any = None, *, timeout: float | None = None
+        self, sql: Any, params: Any = None, *, timeout: float | None = DEFAULT
     ) -> AsyncCursor:
         """Run one statement on a new cursor and return it, first rows already fetched."""
         cursor = self.cursor()
@@ -202,19 +209,19 @@ class AsyncConnection:
         return cursor
 
     async def executemany(
-        self, sql: Any, seq_of_params: Sequence[Any], *, timeout: float | None = None
+        self, sql: Any, seq_of_params: Sequence[Any], *, timeout: float | None = DEFAULT
     ) -> AsyncCursor:
         cursor = self.cursor()
         await cursor.executemany(sql, seq_of_params, timeout=timeout)
         return cursor
 
-    async def commit(self, *, timeout: float | None = None) -> None:
+    async def commit(self, *, timeout: float | None = DEFAULT) -> None:
         await self._call(Link.method, ("commit",), timeout)
 
-    async def rollback(self, *, timeout: float | None = None) -> None:
+    async def rollback(self, *, timeout: float | None = DEFAULT) -> None:
         await self._call(Link.method, ("rollback",), timeout)
 
-    async def run(self, fn: Callable[..., T], *args: Any, timeout: float | None = None) -> T:
+    async def run(self, fn: Callable[..., T], *args: Any, timeout: float | None = DEFAULT) -> T:
         """Escape hatch: ``fn(raw_connection, *args)`` on the connection's own thread.
 
         Keep ``raw_connection`` inside ``fn``: using it from any other thread breaks the
@@ -225,7 +232,7 @@ class AsyncConnection:
 
     async def set_autocommit(self, on: bool) -> None:
         """Switch autocommit; the pool restores the configured mode when the connection returns."""
-        await self._call(Link.set_autocommit, (bool(on),), None)
+        await self._call(Link.set_autocommit, (bool(on),), DEFAULT)
         self._conn.last_autocommit = bool(on)
 
     def invalidate(self) -> None:
@@ -244,13 +251,13 @@ class AsyncConnection:
         self._check_usable()
         restore = False
         if conn.last_autocommit is not False:
-            restore = await self._call(Link.begin, (), None)
+            restore = await self._call(Link.begin, (), DEFAULT)
         try:
             yield self
         except Exception:
             if not self._returned:
                 try:
-                    await self._call(Link.end, (False, restore), None)
+                    await self._call(Link.end, (False, restore), DEFAULT)
                 except Exception:  # the block's own error matters more; reset cleans up
                     conn.in_tx = None
             raise
@@ -260,4 +267,4 @@ class AsyncConnection:
                 conn.worker.submit(conn.link.run, (Link.end, (False, restore)))
             raise
         else:
-            await self._call(Link.end, (True, restore), None)
+            await self._call(Link.end, (True, restore), DEFAULT)

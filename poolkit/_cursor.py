@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._connection import DEFAULT
 from ._link import CursorBox, Link, Snapshot
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ class AsyncCursor:
     # ----- statements ------------------------------------------------------------------
 
     async def execute(
-        self, sql: Any, params: Any = None, *, timeout: float | None = None
+        self, sql: Any, params: Any = None, *, timeout: float | None = DEFAULT
     ) -> AsyncCursor:
         """Run one statement; returns the cursor itself, so calls can be chained."""
         prefetch = self._connection._pool._prefetch
@@ -86,7 +87,7 @@ class AsyncCursor:
         return self
 
     async def executemany(
-        self, sql: Any, seq_of_params: Sequence[Any], *, timeout: float | None = None
+        self, sql: Any, seq_of_params: Sequence[Any], *, timeout: float | None = DEFAULT
     ) -> AsyncCursor:
         snap = await self._connection._call(
             Link.executemany, (self._box, sql, seq_of_params), timeout
@@ -95,7 +96,7 @@ class AsyncCursor:
         return self
 
     async def callproc(
-        self, procname: str, params: Sequence[Any] | None = None, *, timeout: float | None = None
+        self, procname: str, params: Sequence[Any] | None = None, *, timeout: float | None = DEFAULT
     ) -> Any:
         """Call a stored procedure; returns what the driver returns (the parameters)."""
         prefetch = self._connection._pool._prefetch
@@ -104,7 +105,7 @@ class AsyncCursor:
         )
         return self._take(snap)
 
-    async def nextset(self, *, timeout: float | None = None) -> bool | None:
+    async def nextset(self, *, timeout: float | None = DEFAULT) -> bool | None:
         prefetch = self._connection._pool._prefetch
         snap = await self._connection._call(Link.nextset, (self._box, prefetch), timeout)
         result: bool | None = self._take(snap)
@@ -112,7 +113,7 @@ class AsyncCursor:
 
     # ----- fetching --------------------------------------------------------------------
 
-    async def fetchone(self, *, timeout: float | None = None) -> Any:
+    async def fetchone(self, *, timeout: float | None = DEFAULT) -> Any:
         if self._buffered():
             if self._rows:
                 return self._rows.popleft()
@@ -123,7 +124,7 @@ class AsyncCursor:
         return await self._connection._call(Link.fetchone, (self._box,), timeout)
 
     async def fetchmany(
-        self, size: int | None = None, *, timeout: float | None = None
+        self, size: int | None = None, *, timeout: float | None = DEFAULT
     ) -> list[Any]:
         if size is None:
             size = self.arraysize
@@ -137,7 +138,7 @@ class AsyncCursor:
         rows: list[Any] = await self._connection._call(Link.fetch, (self._box, size), timeout)
         return rows
 
-    async def fetchall(self, *, timeout: float | None = None) -> list[Any]:
+    async def fetchall(self, *, timeout: float | None = DEFAULT) -> list[Any]:
         if self._buffered():
             if not self._exhausted:
                 await self._fetch(None, timeout)
@@ -172,7 +173,7 @@ class AsyncCursor:
         self._closed = True
         self._rows.clear()
         if not self._connection.closed:
-            await self._connection._call(Link.close_cursor, (self._box,), None)
+            await self._connection._call(Link.close_cursor, (self._box,), DEFAULT)
 
     async def __aenter__(self) -> AsyncCursor:
         return self

@@ -21,7 +21,13 @@ Raw = Any
 
 
 class Abandoned(Exception):
-    """A connect attempt was dropped because the pool closed during its back-off delay."""
+    """A job was dropped: the pool closed during a connect's back-off, or the caller of a
+    call gave up before the call started."""
+
+
+#: How long a job waits for a driver cancel still in flight from an earlier, abandoned call,
+#: so the cancel cannot land on this job's statement.
+CANCEL_GRACE = 30.0
 
 
 @dataclass(slots=True)
@@ -55,7 +61,17 @@ class CursorBox:
 class Link:
     """A raw connection and its open cursors, owned by one worker thread."""
 
-    __slots__ = ("active_cursor", "cursors", "driver", "profile", "raw", "reconnect")
+    __slots__ = (
+        "abandoned",
+        "active_cursor",
+        "current",
+        "cursors",
+        "driver",
+        "pending_cancel",
+        "profile",
+        "raw",
+        "reconnect",
+    )
 
     def __init__(
         self, driver: Any, profile: DriverProfile | None, reconnect: Callable[[], Raw]
@@ -66,15 +82,40 @@ class Link:
         self.reconnect = reconnect
         self.cursors: set[CursorBox] = set()
         self.active_cursor: Raw | None = None
+        # Cancellation bookkeeping, shared with the loop and with cancel helper threads.
+        # Plain attribute reads/writes and set.add/discard are atomic under the GIL; the
+        # worker writes `current` before reading `abandoned`, the loop adds to `abandoned`
+        # before its helper reads `current`, so one of the two always sees the other.
+        self.current = 0  # sequence number of the call running now (0: none)
+        self.abandoned: set[int] = set()  # calls whose callers gave up
+        self.pending_cancel: threading.Event | None = None  # set when the last cancel is done
 
     # ----- generic job wrapper ---------------------------------------------------------
 
-    def run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Outcome:
-        """Run ``fn(self, *args)``; report the outcome with the transaction status after it."""
+    def run(self, fn: Callable[..., Any], args: tuple[Any, ...], seq: int = 0) -> Outcome:
+        """Run ``fn(self, *args)``; report the outcome with the transaction status after it.
+
+        ``seq`` numbers a call a caller may abandon: if it was abandoned before it started,
+        it is skipped. Every job first waits for a driver cancel still in flight, so that a
+        late cancel meant for an abandoned call never hits this one.
+        """
+        pending = self.pending_cancel
+        if pending is not None and not pending.wait(CANCEL_GRACE):
+            exc = RuntimeError("a driver cancel of an abandoned call did not finish")
+            return False, exc, None, True  # treat as lost: the connection is discarded
+        if seq:
+            self.current = seq
+            if seq in self.abandoned:
+                self.abandoned.discard(seq)
+                self.current = 0
+                skipped = Abandoned("the caller gave up before this call started")
+                return False, skipped, self.in_transaction(), False
         try:
             value = fn(self, *args)
         except BaseException as exc:
             return False, exc, self.in_transaction(), self.is_disconnect(exc)
+        finally:
+            self.current = 0
         return True, value, self.in_transaction(), False
 
     def in_transaction(self) -> bool | None:
@@ -102,12 +143,19 @@ class Link:
         except Exception:
             return False
 
-    def cancel(self) -> None:
-        """Helper thread: interrupt whatever the worker is running in the driver."""
+    def abandon(self, seq: int, done: threading.Event) -> None:
+        """Loop thread: the caller of call ``seq`` left. Skip it if not started yet; the
+        caller then runs :meth:`cancel` on a helper thread and sets ``done`` after."""
+        self.pending_cancel = done
+        self.abandoned.add(seq)
+
+    def cancel(self, seq: int) -> bool:
+        """Helper thread: cancel call ``seq`` in the driver if it is running right now."""
         raw = self.raw
-        if raw is None or self.profile is None:
-            return
+        if raw is None or self.profile is None or self.current != seq:
+            return False
         self.profile.cancel(raw, self.active_cursor, self.reconnect)
+        return True
 
     # ----- connection life -------------------------------------------------------------
 

@@ -20,9 +20,11 @@ from types import TracebackType
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 
 from ._backoff import Backoff
 from ._bridge import Bridge, LoopFuture, current_bridge
+from ._connection import DEFAULT as _DEFAULT
 from ._connection import AsyncConnection, PooledConn
 from ._errors import PoolClosed, PoolTimeout, TooManyWaiters
 from ._link import Abandoned, Link, Outcome
@@ -39,7 +41,6 @@ log = logging.getLogger("poolkit.pool")
 Raw = Any
 Listener = Callable[[PoolEvent], object]
 
-_DEFAULT: Any = object()  # "use the pool's default" marker for timeout arguments
 _names = iter(range(1, 1 << 62))
 
 
@@ -367,7 +368,7 @@ class Pool:
             forced += 1
             conn.forced = True
             if conn.submitted > conn.completed:
-                conn.interrupt()
+                conn.interrupt(conn.submitted)
             self._apply(self._state.discard(conn.slot))
         if forced:
             log.warning("pool %s: close forced %d connections still in use", self.name, forced)
@@ -469,6 +470,11 @@ class Pool:
         if actions:
             self._apply(actions)
         if slot is not None and not self._needs_check(slot.payload, now):
+            try:
+                await anyio.lowlevel.checkpoint_if_cancelled()
+            except BaseException:
+                self._apply(self._state.checkin(slot, now, keep=True, reset=False))
+                raise
             return self._handout(slot.payload, now, waited=False)
         if timeout is None:
             return await self._acquire_slow(slot, now)
@@ -529,7 +535,7 @@ class Pool:
         conn.submitted += 1
         seq = conn.submitted
         ping = self._ping or conn.link.profile.ping  # type: ignore[union-attr]
-        conn.worker.submit(conn.link.run, (Link.ping, (ping,)), conn.deliver, fut)
+        conn.worker.submit(conn.link.run, (Link.ping, (ping,), seq), conn.deliver, fut)
         try:
             await self._bridge.wait(fut)
         except Exception as exc:  # the ping itself failed (cancellation is a BaseException)
@@ -545,7 +551,7 @@ class Pool:
             return False
         except BaseException:
             if conn.completed < seq:
-                conn.interrupt()
+                conn.interrupt(seq)
             self._release(conn, handed_out=False)
             raise
         self._state.verified(conn.slot, self._clock())

@@ -290,16 +290,20 @@ class PoolState:
         if self.closed:
             return actions
         keep: deque[Slot] = deque()
+        # Expired connections go whatever min_size says; count them out first, so that
+        # idleness closes only what min_size can spare after them.
+        remaining = self.live - sum(1 for slot in self._idle if now >= slot.expires_at)
         # The left end holds the connections idle the longest.
         for slot in self._idle:
-            expired = now >= slot.expires_at
-            too_idle = (
+            if now >= slot.expires_at:
+                actions.close.append(slot)
+            elif (
                 self.max_idle is not None
                 and now - slot.idle_since >= self.max_idle
-                and self.live - len(actions.close) > self.min_size
-            )
-            if expired or too_idle:
+                and remaining > self.min_size
+            ):
                 actions.close.append(slot)
+                remaining -= 1
             else:
                 keep.append(slot)
         if actions.close:
