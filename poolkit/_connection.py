@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-import weakref
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -44,6 +43,7 @@ class PooledConn:
         "pool",
         "slot",
         "submitted",
+        "unread",
         "worker",
     )
 
@@ -62,6 +62,7 @@ class PooledConn:
         self.submitted = 0
         self.completed = 0
         self.checked_out_at = 0.0
+        self.unread = 0  # cursors of this checkout whose results still wait in the driver
 
     @property
     def id(self) -> int:
@@ -193,12 +194,7 @@ class AsyncConnection:
         from ._cursor import AsyncCursor
 
         self._check_usable()
-        box = CursorBox(args, kwargs)
-        cursor = AsyncCursor(self, box)
-        weakref.finalize(
-            cursor, self._conn.worker.submit, Link.forget_cursor, (self._conn.link, box)
-        )
-        return cursor
+        return AsyncCursor(self, CursorBox(args, kwargs))
 
     async def execute(
         self, sql: Any, params: Any = None, *, timeout: float | None = DEFAULT

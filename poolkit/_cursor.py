@@ -28,10 +28,12 @@ class AsyncCursor:
 
     def __init__(self, connection: AsyncConnection, box: CursorBox) -> None:
         self._connection = connection
+        self._pooled = connection._conn
         self._box = box
         self._rows: deque[Any] = deque()
         self._exhausted = True
         self._closed = False
+        self._unread = False  # counted in PooledConn.unread: results wait in the driver
         self._arraysize: int | None = None
         self.description: Any = None
         self.rowcount: int = -1
@@ -66,7 +68,24 @@ class AsyncCursor:
         self.lastrowid = snap.lastrowid
         self._rows = deque(snap.rows)
         self._exhausted = snap.exhausted
+        self._count_unread()
         return snap.value
+
+    def _count_unread(self) -> None:
+        """Keep PooledConn.unread right: a connection returned with results still pending in
+        the driver (they may hold locks, e.g. sqlite3) gets a reset trip that closes them."""
+        unread = not (self._closed or self._exhausted or self.description is None)
+        if unread != self._unread and not self._connection.closed:
+            self._unread = unread
+            self._pooled.unread += 1 if unread else -1
+
+    def __del__(self) -> None:
+        # Runs where the last reference drops (the loop thread). No thread wake-up: the
+        # raw cursor is closed by the worker at the start of its next job, or by the reset.
+        if not self._closed:
+            self._pooled.link.dead.append(self._box)
+        if self._unread and not self._connection.closed:
+            self._pooled.unread -= 1
 
     def _buffered(self) -> bool:
         """Whether fetches may be answered locally (a result set, cursor not closed)."""
@@ -153,6 +172,7 @@ class AsyncCursor:
         self._rows.extend(rows)
         if size is None or len(rows) < size:
             self._exhausted = True
+            self._count_unread()
         return rows
 
     def __aiter__(self) -> AsyncCursor:
@@ -172,6 +192,7 @@ class AsyncCursor:
             return
         self._closed = True
         self._rows.clear()
+        self._count_unread()
         if not self._connection.closed:
             await self._connection._call(Link.close_cursor, (self._box,), DEFAULT)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -66,6 +67,7 @@ class Link:
         "active_cursor",
         "current",
         "cursors",
+        "dead",
         "driver",
         "pending_cancel",
         "profile",
@@ -81,6 +83,7 @@ class Link:
         self.profile = profile
         self.reconnect = reconnect
         self.cursors: set[CursorBox] = set()
+        self.dead: deque[CursorBox] = deque()  # cursors garbage-collected on the loop side
         self.active_cursor: Raw | None = None
         # Cancellation bookkeeping, shared with the loop and with cancel helper threads.
         # Plain attribute reads/writes and set.add/discard are atomic under the GIL; the
@@ -99,6 +102,8 @@ class Link:
         it is skipped. Every job first waits for a driver cancel still in flight, so that a
         late cancel meant for an abandoned call never hits this one.
         """
+        if self.dead:
+            self._close_dead()
         pending = self.pending_cancel
         if pending is not None and not pending.wait(CANCEL_GRACE):
             exc = RuntimeError("a driver cancel of an abandoned call did not finish")
@@ -197,6 +202,7 @@ class Link:
 
     def close_cursors(self) -> None:
         for box in self.cursors:
+            box.closed = True
             if box.raw is not None:
                 _quiet_close(box.raw)
         self.cursors.clear()
@@ -338,12 +344,15 @@ class Link:
         if box.raw is not None:
             box.raw.close()
 
-    def forget_cursor(self, box: CursorBox) -> None:
-        """Finalizer job for a garbage-collected ``AsyncCursor``: close it, quietly."""
-        try:
-            self.close_cursor(box)
-        except Exception:
-            pass
+    def _close_dead(self) -> None:
+        """Close the raw cursors of ``AsyncCursor`` objects that were garbage-collected."""
+        dead = self.dead
+        while dead:
+            box = dead.popleft()
+            self.cursors.discard(box)
+            if box.raw is not None and not box.closed:
+                box.closed = True
+                _quiet_close(box.raw)
 
 
 def _snapshot(cur: Raw, prefetch: int) -> Snapshot:

@@ -20,7 +20,6 @@ from types import TracebackType
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 
 from ._backoff import Backoff
 from ._bridge import Bridge, LoopFuture, current_bridge
@@ -470,11 +469,7 @@ class Pool:
         if actions:
             self._apply(actions)
         if slot is not None and not self._needs_check(slot.payload, now):
-            try:
-                await anyio.lowlevel.checkpoint_if_cancelled()
-            except BaseException:
-                self._apply(self._state.checkin(slot, now, keep=True, reset=False))
-                raise
+            # No await on this path (like psycopg_pool): a free connection costs ~5 µs.
             return self._handout(slot.payload, now, waited=False)
         if timeout is None:
             return await self._acquire_slow(slot, now)
@@ -589,8 +584,10 @@ class Pool:
             or conn.submitted != conn.completed
             or conn.in_tx is not False
             or conn.last_autocommit != conn.base_autocommit
+            or conn.unread > 0
             or self._reset_hook is not None
         )
+        conn.unread = 0
         if self._listeners and handed_out:
             self._emit("checkin", conn.id)
         slot = conn.slot

@@ -1404,3 +1404,24 @@ async def test_suspect_connection_is_pinged_once_then_trusted_again(sqlite: Back
                 await conn.execute("SELECT 1")
         assert len(pings) == 1, "a suspect connection is checked once, then trusted again"
         assert pool.stats().disconnects == 1
+
+
+async def test_unread_results_are_closed_on_return_so_they_hold_no_locks(sqlite: Backend) -> None:
+    # A half-read sqlite3 SELECT keeps a read lock; returning the connection must close it
+    # (a reset trip) even though no transaction is open, or writers elsewhere block.
+    pool = poolkit.Pool(
+        sqlite3, sqlite.args[0], max_size=2, prefetch=2, connect_kwargs={"timeout": 0.3}
+    )
+    async with pool:
+        async with pool.transaction() as conn:
+            await conn.execute("CREATE TABLE big (x INTEGER)")
+            await conn.executemany("INSERT INTO big VALUES (?)", [(i,) for i in range(50)])
+        reader, writer = await pool.acquire(), await pool.acquire()
+        cursor = await reader.execute("SELECT x FROM big")
+        assert await cursor.fetchone() == (0,)
+        assert reader.in_transaction is False  # so only the unread rows call for a reset
+        pool.release(reader)
+        async with writer.transaction():
+            await writer.execute("INSERT INTO big VALUES (99)")  # locked -> OperationalError
+        pool.release(writer)
+        del cursor
