@@ -22,8 +22,15 @@ __all__ = ["AsyncConnection", "PooledConn"]
 
 T = TypeVar("T")
 
-#: "Use the pool's default" for ``timeout=`` arguments (None means "no timeout").
-DEFAULT: Any = object()
+
+class _Default:
+    """ "Use the pool's default" for ``timeout=`` arguments (None means "no timeout")."""
+
+    def __repr__(self) -> str:
+        return "<pool default>"
+
+
+DEFAULT: Any = _Default()
 
 
 class PooledConn:
@@ -114,13 +121,14 @@ class AsyncConnection:
     task calling in while a call runs gets :class:`~poolkit.ConnectionBusy`.
     """
 
-    __slots__ = ("__weakref__", "_busy", "_conn", "_pool", "_returned")
+    __slots__ = ("__weakref__", "_busy", "_conn", "_depth", "_pool", "_returned")
 
     def __init__(self, pool: Pool, conn: PooledConn) -> None:
         self._pool = pool
         self._conn = conn
         self._busy = False
         self._returned = False
+        self._depth = 0  # nesting of transaction() blocks
 
     def __repr__(self) -> str:
         state = "returned" if self._returned else "busy" if self._busy else "ready"
@@ -239,15 +247,24 @@ class AsyncConnection:
     async def transaction(self) -> AsyncIterator[AsyncConnection]:
         """Commit when the block succeeds, roll back when it raises.
 
-        An autocommit connection is switched to manual commit for the block. If the block is
-        cancelled, the rollback is queued on the connection's thread without waiting, so the
-        cancellation is not delayed and no later call can run inside the failed transaction.
+        An autocommit connection is switched to manual commit for the block. Nested blocks
+        are savepoints: an inner block that raises rolls back only its own work. If a block
+        is cancelled, its rollback is queued on the connection's thread without waiting, so
+        the cancellation is not delayed and no later call runs inside the failed transaction.
+
+        As with any DB-API driver, statements run on this connection before the outermost
+        block (outside autocommit) are part of its transaction and are committed with it.
         """
-        conn = self._conn
         self._check_usable()
+        if self._depth:
+            async with self._savepoint():
+                yield self
+            return
+        conn = self._conn
         restore = False
         if conn.last_autocommit is not False:
             restore = await self._call(Link.begin, (), DEFAULT)
+        self._depth = 1
         try:
             yield self
         except Exception:
@@ -264,3 +281,30 @@ class AsyncConnection:
             raise
         else:
             await self._call(Link.end, (True, restore), DEFAULT)
+        finally:
+            self._depth = 0
+
+    @asynccontextmanager
+    async def _savepoint(self) -> AsyncIterator[None]:
+        conn = self._conn
+        self._depth += 1
+        name = f"poolkit_sp_{self._depth}"
+        try:
+            await self._call(Link.statement, (f"SAVEPOINT {name}",), DEFAULT)
+            try:
+                yield
+            except Exception:
+                if not self._returned:
+                    undo = f"ROLLBACK TO SAVEPOINT {name}"
+                    await self._call(Link.statement, (undo,), DEFAULT)
+                raise
+            except BaseException:
+                if not self._returned:
+                    conn.in_tx = None
+                    undo = f"ROLLBACK TO SAVEPOINT {name}"
+                    conn.worker.submit(conn.link.run, (Link.statement, (undo,)))
+                raise
+            else:
+                await self._call(Link.statement, (f"RELEASE SAVEPOINT {name}",), DEFAULT)
+        finally:
+            self._depth -= 1

@@ -18,7 +18,13 @@ class PoolError(Exception):
 
 
 class PoolTimeout(PoolError, TimeoutError):
-    """No connection could be handed out within the acquire timeout."""
+    """No connection could be handed out within the acquire timeout.
+
+    When connecting was failing, ``connect_error`` holds the driver's last exception (the
+    message carries it only in masked form, so tracebacks never show a password).
+    """
+
+    connect_error: BaseException | None = None
 
 
 class PoolClosed(PoolError):

@@ -260,6 +260,14 @@ class Link:
             if restore_autocommit and self.raw is not None:
                 self.profile.set_autocommit(self.raw, True)  # type: ignore[union-attr]
 
+    def statement(self, sql: str) -> None:
+        """Run one statement of poolkit's own (savepoints) on a throwaway cursor."""
+        cur = self.raw.cursor()
+        try:
+            cur.execute(sql)
+        finally:
+            cur.close()
+
     def set_autocommit(self, on: bool) -> None:
         self.profile.set_autocommit(self.raw, on)  # type: ignore[union-attr]
 

@@ -9,6 +9,7 @@ group: ``open()`` and ``close()`` are plain awaitables and ``async with pool`` i
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import math
 import threading
@@ -138,18 +139,18 @@ class Pool:
             if driver is not None:
                 _check_driver(driver, needs_connect=False)
             self._connect = connect
-        for label, value in (("timeout", timeout), ("query_timeout", query_timeout)):
-            if value is not None and not value > 0:
-                raise ValueError(f"{label} must be > 0 seconds or None, got {value!r}")
-        if check_idle_after is not None and not check_idle_after >= 0:
-            raise ValueError(
-                f"check_idle_after must be >= 0 seconds or None, got {check_idle_after!r}"
-            )
+        _check_seconds("timeout", timeout, positive=True)
+        _check_seconds("query_timeout", query_timeout, positive=True)
+        _check_seconds("check_idle_after", check_idle_after, positive=False)
+        _check_seconds("max_lifetime", max_lifetime, positive=True)
+        _check_seconds("max_idle", max_idle, positive=True)
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
             raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
         for label, hook in (("check", check), ("configure", configure), ("reset", reset)):
-            if hook is not None and not callable(hook):
-                raise TypeError(f"{label} must be callable, got {hook!r}")
+            if hook is not None:
+                _check_sync_callable(label, hook, "it runs on the connection's worker thread")
+        if isinstance(secrets, str):
+            raise TypeError("secrets must be an iterable of strings, not one string")
         self._state = PoolState(
             min_size=min_size,
             max_size=max_size,
@@ -182,6 +183,10 @@ class Pool:
         self._closed = False
         self._close_result: int | None = None
         self._stop = threading.Event()
+        self._last_connect_exc: BaseException | None = None
+        # While open() waits, a connect error no retry can fix (bad DSN or arguments) ends it.
+        self._fatal_window = True
+        self._fatal: BaseException | None = None
         self._conns: dict[int, PooledConn] = {}
         # The thread side of each connection, for the finalizer (it must not reach the pool).
         self._threads: dict[int, tuple[Worker, Link]] = {}
@@ -246,7 +251,11 @@ class Pool:
         )
 
     def add_listener(self, listener: Listener) -> None:
-        """Call ``listener(event)`` on the event loop for each :class:`~poolkit.PoolEvent`."""
+        """Call ``listener(event)`` on the event loop for each :class:`~poolkit.PoolEvent`.
+
+        Listeners are plain functions called synchronously on the loop: keep them quick.
+        """
+        _check_sync_callable("listener", listener, "it is called synchronously on the loop")
         self._listeners.append(listener)
 
     def remove_listener(self, listener: Listener) -> None:
@@ -279,22 +288,30 @@ class Pool:
             return
         if timeout is _DEFAULT:
             timeout = self._timeout
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
+        _check_seconds("timeout", timeout, positive=False)
         state = self._state
         with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
-            while state.idle + state.in_use < state.min_size and not state.closed:
+            while (
+                state.idle + state.in_use < state.min_size
+                and not state.closed
+                and self._fatal is None
+            ):
                 await self._changed()
         if state.closed:
             raise PoolClosed(f"pool {self.name} was closed while opening")
-        if scope.cancelled_caught:
-            error = self._counters.last_connect_error
+        if self._fatal is not None or scope.cancelled_caught:
+            fatal, error = self._fatal, self._counters.last_connect_error
             with anyio.CancelScope(shield=True):
                 await self.close(timeout=0)
-            raise PoolTimeout(
-                f"pool {self.name}: could not open {state.min_size} connections in "
+            if fatal is not None:  # a configuration error no retry can fix: the driver's own
+                raise fatal
+            exc = PoolTimeout(
+                f"pool {self.name}: could not open {state.min_size} connection(s) in "
                 f"{timeout:g} s" + (f"; last connect error: {error}" if error else "")
             )
+            exc.connect_error = self._last_connect_exc
+            raise exc
+        self._fatal_window = False
 
     def _start(self) -> None:
         self._bridge = current_bridge()
@@ -315,14 +332,16 @@ class Pool:
         self._emit("open")
 
     async def close(self, timeout: float | None = 10.0) -> int:
-        """Close the pool; returns how many in-use connections had to be forced closed.
+        """Close the pool; returns how many connections it had to force.
 
         Waiters get :class:`~poolkit.PoolClosed` at once and idle connections are closed.
-        Connections still in use are closed when returned; those not returned within
-        ``timeout`` (None: wait for ever) get their running call cancelled in the driver and
-        are closed from their own threads, and later calls on them raise ``PoolClosed``.
-        Worker threads are joined before this returns (a thread stuck in the driver past
-        the deadline is left behind as a daemon and logged).
+        Connections still in use are closed when returned. At the deadline (``timeout``
+        seconds; None: wait for ever) those still in use get their running call cancelled in
+        the driver and are closed from their own threads (later calls on them raise
+        ``PoolClosed``); after a short grace (0.25 s) ``close`` returns. The count covers
+        those, and connections whose thread is still stuck in the driver (say, a connect to a
+        server that does not answer): such threads are daemons, left behind and logged.
+        Worker threads that finished are joined before this returns.
         """
         if self._close_result is not None:
             return self._close_result
@@ -331,6 +350,7 @@ class Pool:
             self._close_result = 0
             self._finalizer.detach()
             return 0
+        self._bridge.check_current(self.name)
         if self._state.closed:  # another task is closing: wait for it
             while self._close_result is None:
                 await self._changed()
@@ -340,18 +360,26 @@ class Pool:
         for waiter in waiters:
             waiter.fail(PoolClosed(f"pool {self.name} was closed while waiting for a connection"))
         self._apply(actions)
-        forced = 0
         with anyio.move_on_after(math.inf if timeout is None else max(0.0, timeout)):
             while self._state.size:
                 await self._changed()
+        forced_ids: set[int] = set()
         if self._state.size:
-            forced = self._force_close()
-            with anyio.move_on_after(1.0):
+            forced_ids = self._force_close()
+            with anyio.move_on_after(_FORCE_GRACE):
                 while self._state.size:
                     await self._changed()
-        threads = self._retired + [c.worker.thread for c in self._conns.values()]
-        self._retired = []
-        await self._join(threads, 1.0 if timeout is None else max(1.0, timeout))
+        stuck = [c.worker.thread.name for c in self._conns.values()]
+        forced = len(forced_ids | set(self._conns))
+        if stuck:
+            log.warning(
+                "pool %s: %d connection threads still inside the driver, left behind: %s",
+                self.name,
+                len(stuck),
+                ", ".join(stuck),
+            )
+        threads, self._retired = self._retired, []
+        await self._join(threads, _FORCE_GRACE if forced else 5.0)
         self._close_result = forced
         self._finalizer.detach()
         self._notify()
@@ -359,18 +387,18 @@ class Pool:
         self._emit("close", detail=f"forced={forced}")
         return forced
 
-    def _force_close(self) -> int:
-        forced = 0
+    def _force_close(self) -> set[int]:
+        forced: set[int] = set()
         for conn in list(self._conns.values()):
             if conn.slot.state is not SlotState.IN_USE:
                 continue
-            forced += 1
+            forced.add(conn.id)
             conn.forced = True
             if conn.submitted > conn.completed:
                 conn.interrupt(conn.submitted)
             self._apply(self._state.discard(conn.slot))
         if forced:
-            log.warning("pool %s: close forced %d connections still in use", self.name, forced)
+            log.warning("pool %s: close forced %d connections in use", self.name, len(forced))
         return forced
 
     async def _join(self, threads: list[threading.Thread], timeout: float) -> None:
@@ -385,14 +413,6 @@ class Pool:
 
         run_in_helper_thread(join_all, f"{self.name}-join")
         await bridge.wait(fut)
-        stuck = [t.name for t in threads if t.is_alive()]
-        if stuck:
-            log.warning(
-                "pool %s: %d worker threads still inside the driver: %s",
-                self.name,
-                len(stuck),
-                ", ".join(stuck),
-            )
 
     async def __aenter__(self) -> Pool:
         await self.open()
@@ -462,8 +482,8 @@ class Pool:
         self._bridge.check_current(self.name)
         if timeout is _DEFAULT:
             timeout = self._timeout
-        elif timeout is not None and not timeout >= 0:
-            raise ValueError(f"timeout must be >= 0 seconds or None, got {timeout!r}")
+        else:
+            _check_seconds("timeout", timeout, positive=False)
         now = self._clock()
         slot, actions = self._state.checkout(now)
         if actions:
@@ -479,7 +499,7 @@ class Pool:
         self._emit("timeout")
         error = self._counters.last_connect_error
         s = self._state
-        raise PoolTimeout(
+        exc = PoolTimeout(
             f"no connection from pool {self.name} within {timeout:g} s "
             f"({s.in_use} in use, {s.opening} opening, {s.waiting} waiting, max_size={s.max_size})"
             + (
@@ -488,6 +508,9 @@ class Pool:
                 else ""
             )
         )
+        if self._counters.consecutive_connect_errors:
+            exc.connect_error = self._last_connect_exc
+        raise exc
 
     async def _acquire_slow(self, slot: Slot | None, start: float) -> PooledConn:
         front = False
@@ -668,6 +691,9 @@ class Pool:
         c.consecutive_connect_errors += 1
         text = self._redact.exception(error) if error is not None else "unknown error"
         c.last_connect_error = text
+        self._last_connect_exc = error
+        if self._fatal_window and error is not None and self._is_config_error(error):
+            self._fatal = error
         n = c.consecutive_connect_errors
         level = logging.WARNING if n & (n - 1) == 0 else logging.DEBUG  # 1, 2, 4, 8, ...
         log.log(
@@ -678,6 +704,15 @@ class Pool:
             text,
         )
         self._emit("connect_failed", conn.id, text)
+
+    def _is_config_error(self, error: BaseException) -> bool:
+        """Errors that retrying cannot fix: bad arguments, an invalid DSN, a missing module."""
+        if isinstance(error, (TypeError, ValueError, AttributeError, ImportError)):
+            return True
+        driver = self._driver
+        names = ("ProgrammingError", "NotSupportedError")
+        kinds = tuple(k for k in (getattr(driver, n, None) for n in names) if isinstance(k, type))
+        return bool(kinds) and isinstance(error, kinds)
 
     def _on_reset(
         self, conn: PooledConn, outcome: Outcome | None, exc: BaseException | None
@@ -789,11 +824,30 @@ def _refuse(fn: Callable[[], None]) -> None:
 
 
 _NOT_OPEN = _NotOpen()
+_FORCE_GRACE = 0.25  # seconds close() gives forced connections before it returns
 
 
 def _set_done(fut: LoopFuture[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+def _check_seconds(label: str, value: object, *, positive: bool) -> None:
+    """``value`` must be None or a number of seconds (> 0, or >= 0 if not ``positive``)."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{label} must be a number of seconds or None, got {value!r}")
+    if not (value > 0 if positive else value >= 0):  # also rejects NaN
+        bound = "> 0" if positive else ">= 0"
+        raise ValueError(f"{label} must be {bound} seconds or None, got {value!r}")
+
+
+def _check_sync_callable(label: str, fn: object, why: str) -> None:
+    if not callable(fn):
+        raise TypeError(f"{label} must be callable, got {fn!r}")
+    if inspect.iscoroutinefunction(fn):
+        raise TypeError(f"{label} must be a plain function, not async: {why}")
 
 
 def _check_driver(driver: Any, *, needs_connect: bool = True) -> None:

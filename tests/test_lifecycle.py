@@ -1,0 +1,139 @@
+"""Opening and closing: fast failure on configuration errors, close() deadlines, bad hooks."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import psycopg2
+import pymysql
+import pytest
+
+import poolkit
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def deaf() -> Iterator[socket.socket]:
+    """A loopback listener that accepts TCP connections and never answers (a 'deaf' server)."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(64)
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+async def test_open_raises_the_drivers_own_error_for_an_invalid_dsn() -> None:
+    pool = poolkit.Pool(psycopg2, "host=127.0.0.1 dbnme=test user=postgres", timeout=30)
+    started = time.monotonic()
+    with pytest.raises(psycopg2.ProgrammingError, match="dbnme"):
+        await pool.open()
+    assert time.monotonic() - started < 10, "a configuration error must not be retried"
+    assert pool.closed
+
+
+async def test_open_raises_bad_connect_arguments_at_once() -> None:
+    pool = poolkit.Pool(pymysql, connect_kwargs={"hots": "127.0.0.1"}, timeout=30)
+    with anyio.fail_after(10), pytest.raises(TypeError, match="hots"):
+        await pool.open()
+
+
+async def test_transient_errors_are_still_retried_during_open() -> None:
+    # A refused connection is an OperationalError: retried until the timeout.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        free_port = s.getsockname()[1]
+    pool = poolkit.Pool(
+        psycopg2,
+        f"host=127.0.0.1 port={free_port} dbname=test user=postgres",
+        backoff=poolkit.Backoff(initial=0.01, maximum=0.02),
+    )
+    with anyio.fail_after(10), pytest.raises(poolkit.PoolTimeout) as info:
+        await pool.open(timeout=0.3)
+    assert pool.stats().connect_errors >= 2
+    assert isinstance(info.value.connect_error, psycopg2.OperationalError)
+
+
+async def test_close_keeps_its_deadline_when_a_connect_hangs(deaf: socket.socket) -> None:
+    port = deaf.getsockname()[1]
+    dsn = f"host=127.0.0.1 port={port} dbname=test user=postgres connect_timeout=30"
+    pool = poolkit.Pool(psycopg2, dsn, min_size=0, timeout=0.3)
+    await pool.open()
+    with pytest.raises(poolkit.PoolTimeout):
+        async with pool.connection():
+            pass
+    started = time.monotonic()
+    forced = await pool.close(timeout=0.5)
+    elapsed = time.monotonic() - started
+    assert elapsed < 2.0, f"close(timeout=0.5) took {elapsed:.2f} s"
+    assert forced == 1, "the connect stuck in the driver is reported as forced"
+    # The thread left behind ends once the deaf server goes away, and closes what it got.
+    stuck = [t for t in threading.enumerate() if t.name.startswith(f"poolkit-{pool.name}-")]
+    deaf.close()
+    for thread in stuck:
+        await anyio.to_thread.run_sync(thread.join, 10.0)
+        assert not thread.is_alive()
+
+
+async def test_close_forces_a_connection_held_past_the_deadline(tmp_path: Any) -> None:
+    pool = poolkit.Pool(sqlite3, str(tmp_path / "x.db"), max_size=1)
+    await pool.open()
+    conn = await pool.acquire()
+    started = time.monotonic()
+    assert await pool.close(timeout=0.2) == 1
+    assert time.monotonic() - started < 2.0
+    with pytest.raises(poolkit.PoolClosed):
+        await conn.execute("SELECT 1")
+
+
+async def _async_hook(raw: Any) -> None:
+    pass
+
+
+@pytest.mark.parametrize("hook", ["configure", "reset", "check"])
+def test_async_hooks_are_refused(hook: str) -> None:
+    with pytest.raises(TypeError, match=f"{hook} must be a plain function, not async"):
+        options: dict[str, Any] = {hook: _async_hook}
+        poolkit.Pool(sqlite3, ":memory:", **options)
+
+
+def test_async_listener_is_refused() -> None:
+    pool = poolkit.Pool(sqlite3, ":memory:")
+
+    async def listener(event: poolkit.PoolEvent) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="listener must be a plain function"):
+        pool.add_listener(listener)
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        ("timeout", "5", TypeError),
+        ("timeout", 0, ValueError),
+        ("query_timeout", -1, ValueError),
+        ("check_idle_after", float("nan"), ValueError),
+        ("max_lifetime", True, TypeError),
+        ("secrets", "hunter2", TypeError),
+    ],
+)
+def test_bad_option_values_name_the_option(option: str, value: Any, error: type) -> None:
+    with pytest.raises(error, match=option):
+        options: dict[str, Any] = {option: value}
+        poolkit.Pool(sqlite3, ":memory:", **options)
+
+
+async def test_acquire_timeout_of_the_wrong_type_is_refused() -> None:
+    async with poolkit.Pool(sqlite3, ":memory:") as pool:
+        with pytest.raises(TypeError, match="timeout"):
+            await pool.acquire(timeout="1")  # type: ignore[arg-type]
