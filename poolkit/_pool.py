@@ -616,6 +616,12 @@ class Pool:
         slot = conn.slot
         actions = self._state.checkin(slot, now, keep=keep, reset=reset)
         if slot.state is SlotState.RESETTING:
+            if conn.in_tx and not conn.interrupted:
+                log.debug(
+                    "pool %s: connection #%d returned inside a transaction; rolling it back",
+                    self.name,
+                    conn.id,
+                )
             restore = conn.base_autocommit if conn.last_autocommit != conn.base_autocommit else None
             ping = None
             if conn.interrupted:
