@@ -51,10 +51,13 @@ class Bridge:
         self._pending: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._lock = threading.Lock()
         self._scheduled = False
+        self.dead = False  # the loop is gone: posts are dropped
         self.loop_thread = threading.get_ident()
 
     def post(self, fn: Callable[..., None], *args: Any) -> None:
         """Thread-safe: run ``fn(*args)`` soon on the loop. Never blocks on the loop."""
+        if self.dead:
+            return
         self._pending.append((fn, args))
         with self._lock:
             if self._scheduled:
@@ -63,9 +66,9 @@ class Bridge:
         try:
             self._schedule(self._drain)
         except RuntimeError:  # the loop is gone: nobody is left to tell
+            self.dead = True
             log.debug("event loop closed; dropping %d callbacks", len(self._pending))
-            with self._lock:
-                self._scheduled = False
+            self._pending.clear()  # they would keep the pool alive
 
     def _drain(self) -> None:
         with self._lock:

@@ -85,6 +85,10 @@ class PooledConn:
             return
         ok, value, in_tx, disconnected = outcome
         self.in_tx = in_tx
+        if isinstance(value, StopIteration):  # asyncio futures refuse it (and it is a trap)
+            wrapped = RuntimeError(f"the call raised StopIteration: {value!r}")
+            wrapped.__cause__ = value
+            value = wrapped
         if disconnected and not self.broken:
             self.broken = True
             self.pool._on_disconnect(self)
@@ -103,9 +107,11 @@ class PooledConn:
         done = threading.Event()
         link.abandon(seq, done)
 
+        reconnect = self.pool._connect
+
         def cancel() -> None:
             try:
-                link.cancel(seq)
+                link.cancel(seq, reconnect)
             except Exception as exc:
                 self.pool._log_cancel_failure(self, exc)
             finally:
@@ -236,11 +242,13 @@ class AsyncConnection:
 
     async def set_autocommit(self, on: bool) -> None:
         """Switch autocommit; the pool restores the configured mode when the connection returns."""
+        self._conn.last_autocommit = None  # unknown until the call is known to have run
         await self._call(Link.set_autocommit, (bool(on),), DEFAULT)
         self._conn.last_autocommit = bool(on)
 
     def invalidate(self) -> None:
         """Close this connection when it is returned instead of pooling it again."""
+        self._check_usable()
         self._conn.invalidate_requested = True
 
     @asynccontextmanager
@@ -263,7 +271,9 @@ class AsyncConnection:
         conn = self._conn
         restore = False
         if conn.last_autocommit is not False:
+            before, conn.last_autocommit = conn.last_autocommit, None  # unknown meanwhile
             restore = await self._call(Link.begin, (), DEFAULT)
+            conn.last_autocommit = False if restore else before
         self._depth = 1
         try:
             yield self
@@ -281,6 +291,8 @@ class AsyncConnection:
             raise
         else:
             await self._call(Link.end, (True, restore), DEFAULT)
+            if restore:
+                conn.last_autocommit = True
         finally:
             self._depth = 0
 

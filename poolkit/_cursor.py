@@ -82,10 +82,10 @@ class AsyncCursor:
     def __del__(self) -> None:
         # Runs where the last reference drops (the loop thread). No thread wake-up: the
         # raw cursor is closed by the worker at the start of its next job, or by the reset.
+        # `unread` is not decremented: the raw cursor is still open until then, so a return
+        # of the connection before that must still reset it.
         if not self._closed:
             self._pooled.link.dead.append(self._box)
-        if self._unread and not self._connection.closed:
-            self._pooled.unread -= 1
 
     def _buffered(self) -> bool:
         """Whether fetches may be answered locally (a result set, cursor not closed)."""

@@ -65,23 +65,23 @@ class Link:
     __slots__ = (
         "abandoned",
         "active_cursor",
+        "cancels",
         "current",
         "cursors",
         "dead",
         "driver",
-        "pending_cancel",
         "profile",
         "raw",
-        "reconnect",
+        "tx_unknown",
     )
 
-    def __init__(
-        self, driver: Any, profile: DriverProfile | None, reconnect: Callable[[], Raw]
-    ) -> None:
+    def __init__(self, driver: Any, profile: DriverProfile | None) -> None:
         self.raw: Raw = None
         self.driver = driver
         self.profile = profile
-        self.reconnect = reconnect
+        # The driver's transaction status may be stale after an error (PyMySQL reads it
+        # from OK packets only): then it is unknown until the next call that succeeds.
+        self.tx_unknown = False
         self.cursors: set[CursorBox] = set()
         self.dead: deque[CursorBox] = deque()  # cursors garbage-collected on the loop side
         self.active_cursor: Raw | None = None
@@ -91,7 +91,7 @@ class Link:
         # before its helper reads `current`, so one of the two always sees the other.
         self.current = 0  # sequence number of the call running now (0: none)
         self.abandoned: set[int] = set()  # calls whose callers gave up
-        self.pending_cancel: threading.Event | None = None  # set when the last cancel is done
+        self.cancels: deque[threading.Event] = deque()  # one per driver cancel in flight
 
     # ----- generic job wrapper ---------------------------------------------------------
 
@@ -104,10 +104,12 @@ class Link:
         """
         if self.dead:
             self._close_dead()
-        pending = self.pending_cancel
-        if pending is not None and not pending.wait(CANCEL_GRACE):
-            exc = RuntimeError("a driver cancel of an abandoned call did not finish")
-            return False, exc, None, True  # treat as lost: the connection is discarded
+        cancels = self.cancels
+        while cancels:
+            if not cancels[0].wait(CANCEL_GRACE):
+                exc = RuntimeError("a driver cancel of an abandoned call did not finish")
+                return False, exc, None, True  # treat as lost: the connection is discarded
+            cancels.popleft()
         if seq:
             self.current = seq
             if seq in self.abandoned:
@@ -118,14 +120,17 @@ class Link:
         try:
             value = fn(self, *args)
         except BaseException as exc:
+            if self.profile is not None and not self.profile.tx_status_after_error:
+                self.tx_unknown = True
             return False, exc, self.in_transaction(), self.is_disconnect(exc)
         finally:
             self.current = 0
+        self.tx_unknown = False
         return True, value, self.in_transaction(), False
 
     def in_transaction(self) -> bool | None:
         raw = self.raw
-        if raw is None or self.profile is None:
+        if raw is None or self.profile is None or self.tx_unknown:
             return None
         try:
             return self.profile.in_transaction(raw)
@@ -150,16 +155,17 @@ class Link:
 
     def abandon(self, seq: int, done: threading.Event) -> None:
         """Loop thread: the caller of call ``seq`` left. Skip it if not started yet; the
-        caller then runs :meth:`cancel` on a helper thread and sets ``done`` after."""
-        self.pending_cancel = done
+        caller then runs :meth:`cancel` on a helper thread and sets ``done`` after. Every
+        later job waits for all such cancels to finish."""
+        self.cancels.append(done)
         self.abandoned.add(seq)
 
-    def cancel(self, seq: int) -> bool:
+    def cancel(self, seq: int, reconnect: Callable[[], Raw]) -> bool:
         """Helper thread: cancel call ``seq`` in the driver if it is running right now."""
         raw = self.raw
         if raw is None or self.profile is None or self.current != seq:
             return False
-        self.profile.cancel(raw, self.active_cursor, self.reconnect)
+        self.profile.cancel(raw, self.active_cursor, reconnect)
         return True
 
     # ----- connection life -------------------------------------------------------------
@@ -219,6 +225,7 @@ class Link:
         self.close_cursors()
         if rollback and self.in_transaction() is not False:
             raw.rollback()
+            self.tx_unknown = False
         if autocommit is not None and self.autocommit() is not autocommit:
             self.profile.set_autocommit(raw, autocommit)  # type: ignore[union-attr]
         if hook is not None:
@@ -264,6 +271,13 @@ class Link:
         """Run one statement of poolkit's own (savepoints) on a throwaway cursor."""
         cur = self.raw.cursor()
         try:
+            if (
+                sql.startswith("SAVEPOINT")
+                and self.profile is not None
+                and self.profile.explicit_begin
+                and self.in_transaction() is False
+            ):
+                cur.execute("BEGIN")  # else the savepoint would be the transaction itself
             cur.execute(sql)
         finally:
             cur.close()

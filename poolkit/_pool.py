@@ -26,7 +26,7 @@ from ._backoff import Backoff
 from ._bridge import Bridge, LoopFuture, current_bridge
 from ._connection import DEFAULT as _DEFAULT
 from ._connection import AsyncConnection, PooledConn
-from ._errors import PoolClosed, PoolTimeout, TooManyWaiters
+from ._errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 from ._link import Abandoned, Link, Outcome
 from ._profiles import DriverProfile, driver_name, profile_for
 from ._redact import Redactor
@@ -183,6 +183,7 @@ class Pool:
         self._closed = False
         self._close_result: int | None = None
         self._stop = threading.Event()
+        self._closer_running = False
         self._last_connect_exc: BaseException | None = None
         # While open() waits, a connect error no retry can fix (bad DSN or arguments) ends it.
         self._fatal_window = True
@@ -304,7 +305,7 @@ class Pool:
             with anyio.CancelScope(shield=True):
                 await self.close(timeout=0)
             if fatal is not None:  # a configuration error no retry can fix: the driver's own
-                raise fatal
+                raise self._masked(fatal) from None
             exc = PoolTimeout(
                 f"pool {self.name}: could not open {state.min_size} connection(s) in "
                 f"{timeout:g} s" + (f"; last connect error: {error}" if error else "")
@@ -351,15 +352,26 @@ class Pool:
             self._finalizer.detach()
             return 0
         self._bridge.check_current(self.name)
-        if self._state.closed:  # another task is closing: wait for it
-            while self._close_result is None:
-                await self._changed()
+        while self._closer_running:  # another task is closing: wait for it (or take over)
+            await self._changed()
+        if self._close_result is not None:
             return self._close_result
-        waiters, actions = self._state.close()
-        self._stop.set()
-        for waiter in waiters:
-            waiter.fail(PoolClosed(f"pool {self.name} was closed while waiting for a connection"))
-        self._apply(actions)
+        self._closer_running = True
+        try:
+            return await self._close(timeout)
+        finally:
+            self._closer_running = False
+            self._notify()
+
+    async def _close(self, timeout: float | None) -> int:
+        if not self._state.closed:
+            waiters, actions = self._state.close()
+            self._stop.set()
+            for waiter in waiters:
+                waiter.fail(
+                    PoolClosed(f"pool {self.name} was closed while waiting for a connection")
+                )
+            self._apply(actions)
         with anyio.move_on_after(math.inf if timeout is None else max(0.0, timeout)):
             while self._state.size:
                 await self._changed()
@@ -557,6 +569,8 @@ class Pool:
         try:
             await self._bridge.wait(fut)
         except Exception as exc:  # the ping itself failed (cancellation is a BaseException)
+            if conn.forced:  # close(timeout=...) took it meanwhile
+                raise PoolClosed(f"pool {self.name} was closed during the health check") from None
             self._counters.check_failures += 1
             log.info(
                 "pool %s: connection #%d failed its health check (%s); replacing it",
@@ -572,6 +586,8 @@ class Pool:
                 conn.interrupt(seq)
             self._release(conn, handed_out=False)
             raise
+        if conn.forced:
+            raise PoolClosed(f"pool {self.name} was closed during the health check")
         self._state.verified(conn.slot, self._clock())
         return True
 
@@ -622,7 +638,8 @@ class Pool:
                     self.name,
                     conn.id,
                 )
-            restore = conn.base_autocommit if conn.last_autocommit != conn.base_autocommit else None
+            changed = conn.interrupted or conn.last_autocommit != conn.base_autocommit
+            restore = conn.base_autocommit if changed else None
             ping = None
             if conn.interrupted:
                 ping = self._ping or conn.link.profile.ping  # type: ignore[union-attr]
@@ -646,7 +663,7 @@ class Pool:
 
     def _open_slot(self, slot: Slot) -> None:
         worker = Worker(self._bridge, self.name)
-        link = Link(self._driver, self._profile, self._connect)
+        link = Link(self._driver, self._profile)
         conn = PooledConn(self, slot, worker, link)
         slot.payload = conn
         self._conns[slot.id] = conn
@@ -710,6 +727,17 @@ class Pool:
             text,
         )
         self._emit("connect_failed", conn.id, text)
+
+    def _masked(self, exc: BaseException) -> BaseException:
+        """``exc`` itself when it shows no secret, else a copy of its class, secrets masked."""
+        text = str(exc)
+        if self._redact(text) == text:
+            return exc
+        args = tuple(self._redact(a) if isinstance(a, str) else a for a in exc.args)
+        try:
+            return type(exc)(*args)
+        except Exception:
+            return PoolError(self._redact.exception(exc))
 
     def _is_config_error(self, error: BaseException) -> bool:
         """Errors that retrying cannot fix: bad arguments, an invalid DSN, a missing module."""
@@ -883,7 +911,7 @@ def _maintenance_main(
 ) -> None:
     while not stop.wait(interval):
         pool = ref()
-        if pool is None:
+        if pool is None or bridge.dead:
             return
         bridge.post(pool._maintain)
         del pool

@@ -81,6 +81,10 @@ class DriverProfile:
     in_transaction: Callable[[Raw], bool | None] = _unknown_tx
     get_autocommit: Callable[[Raw], bool | None] = _attr_autocommit
     set_autocommit: Callable[[Raw, bool], None] = _set_attr_autocommit
+    #: ``in_transaction`` stays right after a failed call (False: unknown until a success)
+    tx_status_after_error: bool = True
+    #: the driver starts transactions only before DML (sqlite3): BEGIN before a savepoint
+    explicit_begin: bool = False
 
 
 # ----- psycopg2 --------------------------------------------------------------------------
@@ -169,6 +173,7 @@ PYMYSQL = DriverProfile(
     in_transaction=_pymysql_in_tx,
     get_autocommit=_mysql_get_autocommit,
     set_autocommit=_mysql_set_autocommit,
+    tx_status_after_error=False,  # server_status is updated from OK/EOF packets only
 )
 
 MYSQLDB = DriverProfile(
@@ -217,6 +222,7 @@ SQLITE3 = DriverProfile(
     in_transaction=_sqlite_in_tx,
     get_autocommit=_sqlite_get_autocommit,
     set_autocommit=_sqlite_set_autocommit,
+    explicit_begin=True,
 )
 
 

@@ -205,6 +205,8 @@ class PoolState:
         if waiter.active:
             waiter.active = False
             self.waiting -= 1
+            if len(self._waiters) > 2 * self.waiting + 64:  # amortised O(1): drop the gone
+                self._waiters = deque(w for w in self._waiters if w.active)
 
     # ----- connections coming and going ------------------------------------------------
 
