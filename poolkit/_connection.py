@@ -33,6 +33,18 @@ class _Default:
 DEFAULT: Any = _Default()
 
 
+def _cursor_class() -> type[AsyncCursor]:
+    global _AsyncCursor
+    if _AsyncCursor is None:
+        from ._cursor import AsyncCursor
+
+        _AsyncCursor = AsyncCursor
+    return _AsyncCursor
+
+
+_AsyncCursor: type[AsyncCursor] | None = None  # imported late: _cursor imports this module
+
+
 class PooledConn:
     """Loop-side facts about one pooled connection. Touched only on the event loop thread."""
 
@@ -205,10 +217,8 @@ class AsyncConnection:
 
     def cursor(self, *args: Any, **kwargs: Any) -> AsyncCursor:
         """A new cursor; ``args``/``kwargs`` go to the driver's ``cursor()`` on its thread."""
-        from ._cursor import AsyncCursor
-
         self._check_usable()
-        return AsyncCursor(self, CursorBox(args, kwargs))
+        return _cursor_class()(self, CursorBox(args, kwargs))
 
     async def execute(
         self, sql: Any, params: Any = None, *, timeout: float | None = DEFAULT

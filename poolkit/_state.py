@@ -150,20 +150,26 @@ class PoolState:
         """Take an idle connection at once if one is free and nobody queues ahead."""
         if self.closed:
             raise PoolClosed("the pool is closed")
+        idle = self._idle
+        if idle and not self.waiting and now < idle[-1].expires_at:  # the hot path
+            slot = idle.pop()
+            slot.state = SlotState.IN_USE
+            self.in_use += 1
+            return slot, _NOTHING
         actions = Actions()
-        slot: Slot | None = None
+        found: Slot | None = None
         if not self.waiting:
-            while self._idle:
-                candidate = self._idle.pop()
+            while idle:
+                candidate = idle.pop()
                 if now >= candidate.expires_at:
                     self._begin_close(candidate, actions)
                     continue
                 candidate.state = SlotState.IN_USE
                 self.in_use += 1
-                slot = candidate
+                found = candidate
                 break
         self._grow(actions)
-        return slot, actions
+        return found, actions
 
     def wait(self, waiter: Waiter, now: float, *, front: bool = False) -> Actions:
         """Queue a caller; ``front`` puts it first (it lost a connection to a failed check).
@@ -377,11 +383,18 @@ class PoolState:
         """Start connect attempts for min_size and for waiters nobody is coming for."""
         if self.closed:
             return
-        wanted = max(self.min_size - self.live, self.waiting - self.opening - self.resetting, 0)
-        for _ in range(min(wanted, self.max_size - self.size)):
+        live = self.opening + len(self._idle) + self.in_use + self.resetting
+        wanted = max(self.min_size - live, self.waiting - self.opening - self.resetting)
+        if wanted <= 0:
+            return
+        wanted = min(wanted, self.max_size - live - self.closing)
+        for _ in range(wanted):
             self._next_id += 1
             self.opening += 1
             actions.open.append(Slot(self._next_id))
+
+
+_NOTHING = Actions()  # returned by the hot path; never mutated
 
 
 def validate_sizes(min_size: int, max_size: int) -> None:
