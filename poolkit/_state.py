@@ -196,12 +196,7 @@ class PoolState:
             if now >= slot.expires_at:
                 self._begin_close(slot, actions)
                 continue
-            slot.state = SlotState.IN_USE
-            self.in_use += 1
-            if not self._hand_to_waiter(slot):
-                self.in_use -= 1
-                slot.state = SlotState.IDLE
-                self._idle.append(slot)
+            if not self._serve(slot):
                 break
         self._grow(actions)
         return actions
@@ -354,13 +349,19 @@ class PoolState:
             self._begin_close(slot, actions)
             self._grow(actions)
             return actions
+        self._serve(slot)
+        return actions
+
+    def _serve(self, slot: Slot) -> bool:
+        """Hand an available slot to the first waiter (True), or put it on the idle stack."""
         slot.state = SlotState.IN_USE
         self.in_use += 1
-        if not self._hand_to_waiter(slot):
-            self.in_use -= 1
-            slot.state = SlotState.IDLE
-            self._idle.append(slot)
-        return actions
+        if self._hand_to_waiter(slot):
+            return True
+        self.in_use -= 1
+        slot.state = SlotState.IDLE
+        self._idle.append(slot)
+        return False
 
     def _hand_to_waiter(self, slot: Slot) -> bool:
         """Give an IN_USE-counted slot to the first waiter still waiting."""
