@@ -13,7 +13,7 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from ._errors import PoolClosed, TooManyWaiters
 
@@ -91,6 +91,8 @@ class PoolState:
         rng: random.Random | None = None,
     ) -> None:
         validate_sizes(min_size, max_size)
+        if isinstance(max_waiting, bool) or not isinstance(max_waiting, int):
+            raise TypeError(f"max_waiting must be an int, got {max_waiting!r}")
         if max_waiting < 0:
             raise ValueError(f"max_waiting must be >= 0 (0 means unbounded), got {max_waiting}")
         for name, value in (("max_lifetime", max_lifetime), ("max_idle", max_idle)):
@@ -395,7 +397,9 @@ class PoolState:
             actions.open.append(Slot(self._next_id))
 
 
-_NOTHING = Actions()  # returned by the hot path; never mutated
+# Returned by the checkout hot path. Tuples, so that a mutation fails loudly instead of
+# leaking into every later checkout.
+_NOTHING = Actions(open=cast("list[Slot]", ()), close=cast("list[Slot]", ()))
 
 
 def validate_sizes(min_size: int, max_size: int) -> None:

@@ -367,17 +367,77 @@ class _TrapDeque(deque[Waiter]):
         self._trap()
 
 
-def test_cancel_wait_is_constant_time() -> None:
+def test_cancel_wait_does_not_search_the_queue() -> None:
     state = new_state(max_size=1)
     take(state)
     waiters = [FakeWaiter(f"w{i}") for i in range(1000)]
     for w in waiters:
         state.wait(w, 0.0)
     state._waiters = _TrapDeque(state._waiters)  # any scan of the queue now fails
-    for w in waiters[::2]:
+    for w in waiters[::2]:  # few abandoned entries yet: no compaction is due
         state.cancel_wait(w)
     assert state.waiting == 500
     assert [w.active for w in waiters[:4]] == [False, True, False, True]
+
+
+class _CountingWaiter(FakeWaiter):
+    """Counts reads of ``active``: the work cancel_wait and compaction do."""
+
+    reads = 0
+
+    @property
+    def active(self) -> bool:
+        _CountingWaiter.reads += 1
+        return self._active
+
+    @active.setter
+    def active(self, value: bool) -> None:
+        self._active = value
+
+
+def test_cancel_wait_is_amortised_constant_time_and_bounds_the_queue() -> None:
+    state = new_state(max_size=1)
+    held = take(state)
+    n = 5000
+    waiters = [_CountingWaiter(f"w{i}") for i in range(n)]
+    for w in waiters:
+        state.wait(w, 0.0)
+    keep = set(range(0, n, 1000))
+    order = [i for i in range(n) if i not in keep]
+    random.Random(3).shuffle(order)
+    _CountingWaiter.reads = 0
+    for i in order:
+        state.cancel_wait(waiters[i])
+    assert _CountingWaiter.reads <= 4 * n, "cancelling must not rescan the queue each time"
+    assert state.waiting == len(keep)
+    assert len(state._waiters) <= 2 * state.waiting + 65, "abandoned waiters pile up"
+    for i in sorted(keep):  # compaction kept the survivors, in order
+        state.checkin(held, 1.0, keep=True, reset=False)
+        assert waiters[i].slot is held and state.waiting == len(keep) - 1 - sorted(keep).index(i)
+    assert not any(waiters[i].offers for i in order)
+
+
+def test_compaction_keeps_fifo_and_front_order() -> None:
+    state = new_state(max_size=1)
+    held = take(state)
+    front = FakeWaiter("front")
+    state.wait(front, 0.0, front=True)
+    gone = [FakeWaiter(f"gone{i}") for i in range(200)]
+    for w in gone[:100]:
+        state.wait(w, 0.0)
+    middle = FakeWaiter("middle")
+    state.wait(middle, 0.0)
+    for w in gone[100:]:
+        state.wait(w, 0.0)
+    last = FakeWaiter("last")
+    state.wait(last, 0.0)
+    for w in gone:
+        state.cancel_wait(w)
+    assert state.waiting == 3 and len(state._waiters) < 200
+    for expected in (front, middle, last):
+        state.checkin(held, 1.0, keep=True, reset=False)
+        assert expected.slot is held and expected.offers == [held]
+    assert all(w.offers == [] for w in gone)
 
 
 def test_max_waiting_raises_too_many_waiters() -> None:
@@ -587,6 +647,14 @@ def test_discard_closes_and_replans_for_waiters() -> None:
     assert actions.close == [a] and not actions.open
     assert len(state.closed_done(a).open) == 1
     assert b.state is SlotState.IN_USE
+
+
+def test_discard_replaces_at_once_when_there_is_room() -> None:
+    state = new_state(min_size=1, max_size=3)
+    slot = take(state)
+    actions = state.discard(slot)
+    assert actions.close == [slot] and len(actions.open) == 1, "min_size needs a replacement"
+    assert counts(state) == (1, 0, 0, 0, 1, 0)
 
 
 # ----- lifetime ---------------------------------------------------------------------------
