@@ -60,6 +60,7 @@ class PooledConn:
         "last_autocommit",
         "link",
         "pool",
+        "round",
         "slot",
         "submitted",
         "unread",
@@ -82,6 +83,7 @@ class PooledConn:
         self.completed = 0
         self.checked_out_at = 0.0
         self.unread = 0  # cursors of this checkout whose results still wait in the driver
+        self.round = 0  # the pool's connect-failure round when this connect was attempted
 
     @property
     def id(self) -> int:
@@ -205,9 +207,13 @@ class AsyncConnection:
                 f"call on connection #{conn.id} exceeded its {timeout:g} s timeout; "
                 "a driver-level cancel was requested"
             )
-        except BaseException:
+        except BaseException as exc:
             if conn.completed < seq:
                 conn.interrupt(seq)
+            elif not isinstance(exc, Exception) or isinstance(exc, QueryTimeout):
+                # The call finished as its caller was cancelled: its result (maybe an open
+                # result set holding locks) was dropped, so reset before the next user.
+                conn.interrupted = True
             raise
         finally:
             self._busy = False

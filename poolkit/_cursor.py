@@ -34,6 +34,9 @@ class AsyncCursor:
         self._exhausted = True
         self._closed = False
         self._unread = False  # counted in PooledConn.unread: results wait in the driver
+        # A cursor made with driver arguments (a named/server-side or holdable cursor, a
+        # custom class) may hold server resources: open, it always calls for a reset.
+        self._special = bool(box.args or box.kwargs)
         self._arraysize: int | None = None
         self.description: Any = None
         self.rowcount: int = -1
@@ -74,7 +77,9 @@ class AsyncCursor:
     def _count_unread(self) -> None:
         """Keep PooledConn.unread right: a connection returned with results still pending in
         the driver (they may hold locks, e.g. sqlite3) gets a reset trip that closes them."""
-        unread = not (self._closed or self._exhausted or self.description is None)
+        unread = not self._closed and (
+            self._special or not (self._exhausted or self.description is None)
+        )
         if unread != self._unread and not self._connection.closed:
             self._unread = unread
             self._pooled.unread += 1 if unread else -1
@@ -99,19 +104,14 @@ class AsyncCursor:
     ) -> AsyncCursor:
         """Run one statement; returns the cursor itself, so calls can be chained."""
         prefetch = self._connection._pool._prefetch
-        snap = await self._connection._call(
-            Link.execute, (self._box, sql, params, prefetch, self._arraysize), timeout
-        )
-        self._take(snap)
+        args = (self._box, sql, params, prefetch, self._arraysize)
+        self._take(await self._run(Link.execute, args, timeout))
         return self
 
     async def executemany(
         self, sql: Any, seq_of_params: Sequence[Any], *, timeout: float | None = DEFAULT
     ) -> AsyncCursor:
-        snap = await self._connection._call(
-            Link.executemany, (self._box, sql, seq_of_params), timeout
-        )
-        self._take(snap)
+        self._take(await self._run(Link.executemany, (self._box, sql, seq_of_params), timeout))
         return self
 
     async def callproc(
@@ -119,16 +119,29 @@ class AsyncCursor:
     ) -> Any:
         """Call a stored procedure; returns what the driver returns (the parameters)."""
         prefetch = self._connection._pool._prefetch
-        snap = await self._connection._call(
-            Link.callproc, (self._box, procname, params, prefetch), timeout
-        )
-        return self._take(snap)
+        args = (self._box, procname, params, prefetch)
+        return self._take(await self._run(Link.callproc, args, timeout))
 
     async def nextset(self, *, timeout: float | None = DEFAULT) -> bool | None:
         prefetch = self._connection._pool._prefetch
-        snap = await self._connection._call(Link.nextset, (self._box, prefetch), timeout)
-        result: bool | None = self._take(snap)
+        result: bool | None = self._take(
+            await self._run(Link.nextset, (self._box, prefetch), timeout)
+        )
         return result
+
+    async def _run(self, fn: Any, args: tuple[Any, ...], timeout: float | None) -> Snapshot:
+        """A call that replaces the cursor's result; if it fails, the old result is gone too
+        (as with the driver's own cursor), so no stale rows are served afterwards."""
+        try:
+            snap: Snapshot = await self._connection._call(fn, args, timeout)
+            return snap
+        except BaseException:
+            self.description = None
+            self.rowcount = -1
+            self._rows.clear()
+            self._exhausted = True
+            self._count_unread()
+            raise
 
     # ----- fetching --------------------------------------------------------------------
 

@@ -176,8 +176,12 @@ class Link:
         configure: Callable[[Raw], object] | None,
         delay: float,
         stop: threading.Event,
+        wake: threading.Event,
     ) -> tuple[bool | None, bool | None]:
-        if delay > 0 and stop.wait(delay):
+        # `wake` ends the back-off early: another attempt got through (or the pool closes).
+        if delay > 0:
+            wake.wait(delay)
+        if stop.is_set():
             raise Abandoned("pool closed during reconnect back-off")
         raw = connect()
         if stop.is_set():  # the pool closed while the driver was connecting

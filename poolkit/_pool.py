@@ -12,6 +12,7 @@ import functools
 import inspect
 import logging
 import math
+import sys
 import threading
 import time
 import weakref
@@ -183,6 +184,8 @@ class Pool:
         self._closed = False
         self._close_result: int | None = None
         self._stop = threading.Event()
+        self._wake = threading.Event()  # set (and replaced) when a connect succeeds
+        self._failure_round = 0
         self._closer_running = False
         self._last_connect_exc: BaseException | None = None
         # While open() waits, a connect error no retry can fix (bad DSN or arguments) ends it.
@@ -367,6 +370,7 @@ class Pool:
         if not self._state.closed:
             waiters, actions = self._state.close()
             self._stop.set()
+            self._wake.set()
             for waiter in waiters:
                 waiter.fail(
                     PoolClosed(f"pool {self.name} was closed while waiting for a connection")
@@ -529,6 +533,7 @@ class Pool:
         waited = slot is None
         while True:
             if slot is None:
+                waited = True
                 slot = await self._wait(front)
             conn: PooledConn = slot.payload
             if not self._needs_check(conn, self._clock()) or await self._check(conn):
@@ -668,8 +673,11 @@ class Pool:
         slot.payload = conn
         self._conns[slot.id] = conn
         self._threads[slot.id] = (worker, link)
-        delay = self._backoff.delay(self._counters.consecutive_connect_errors)
-        args = (self._connect, self._configure, delay, self._stop)
+        # The back-off grows per round of failures, not per failed attempt: N connects that
+        # fail together (say min_size=8 on a down server) step the delay once, not N times.
+        conn.round = self._failure_round
+        delay = self._backoff.delay(self._failure_round)
+        args = (self._connect, self._configure, delay, self._stop, self._wake)
         worker.submit(link.run, (Link.connect, args), self._on_connected, conn)
 
     def _on_connected(
@@ -702,6 +710,9 @@ class Pool:
                 c.consecutive_connect_errors,
             )
         c.consecutive_connect_errors = 0
+        self._failure_round = 0
+        self._wake.set()  # attempts sleeping in back-off try again now
+        self._wake = threading.Event()
         log.debug("pool %s: connection #%d opened", self.name, conn.id)
         if self._listeners:
             self._emit("connect", conn.id)
@@ -715,6 +726,8 @@ class Pool:
         text = self._redact.exception(error) if error is not None else "unknown error"
         c.last_connect_error = text
         self._last_connect_exc = error
+        if conn.round == self._failure_round:  # the first failure of this round
+            self._failure_round += 1
         if self._fatal_window and error is not None and self._is_config_error(error):
             self._fatal = error
         n = c.consecutive_connect_errors
@@ -744,6 +757,8 @@ class Pool:
         if isinstance(error, (TypeError, ValueError, AttributeError, ImportError)):
             return True
         driver = self._driver
+        if driver is None:  # connect= factory, nothing connected yet: the error's own module
+            driver = sys.modules.get(type(error).__module__.split(".")[0])
         names = ("ProgrammingError", "NotSupportedError")
         kinds = tuple(k for k in (getattr(driver, n, None) for n in names) if isinstance(k, type))
         return bool(kinds) and isinstance(error, kinds)
