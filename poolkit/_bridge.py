@@ -25,7 +25,7 @@ import sniffio
 
 from ._errors import PoolError
 
-__all__ = ["Bridge", "LoopFuture", "current_bridge"]
+__all__ = ["Bridge", "LoopFuture", "current_bridge", "forget"]
 
 log = logging.getLogger("poolkit.bridge")
 
@@ -174,6 +174,14 @@ class _TrioBridge(Bridge):
             return trio.lowlevel.current_trio_token() is self.token
         except RuntimeError:
             return False
+
+
+def forget(fut: LoopFuture[Any]) -> None:
+    """Mark an abandoned future's outcome as seen (asyncio logs unretrieved exceptions)."""
+    exception = getattr(fut, "exception", None)
+    cancelled = getattr(fut, "cancelled", None)
+    if exception is not None and cancelled is not None and fut.done() and not cancelled():
+        exception()
 
 
 def current_bridge() -> Bridge:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
 
+from ._bridge import forget
 from ._errors import ConnectionBusy, ConnectionReturned, PoolClosed, QueryTimeout
 from ._link import CursorBox, Link, Outcome
 from ._worker import Worker, run_in_helper_thread
@@ -208,6 +209,7 @@ class AsyncConnection:
                 "a driver-level cancel was requested"
             )
         except BaseException as exc:
+            forget(fut)
             if conn.completed < seq:
                 conn.interrupt(seq)
             elif not isinstance(exc, Exception) or isinstance(exc, QueryTimeout):
