@@ -1,8 +1,8 @@
-"""Second review: each test reproduces one bug found in poolkit (fixed); it fails if it returns.
+"""Regression tests for edge-case bugs a second review found (all fixed).
 
 Every async test runs on asyncio and trio. Thread events and a spin on the bridge's queue
-order the steps; the few time bounds only turn a hang into a failure, or separate
-"one back-off step" from "many" with a wide margin.
+order the steps; the few time bounds only turn a hang into a failure. Each test fails if
+its bug comes back.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
-"""Review findings: each test reproduces one suspected bug in poolkit.
+"""Regression tests for bugs a concurrency review found (all fixed).
 
-Each test reproduces a bug a code review found (and that is fixed); it fails if the bug
-comes back. Every async test runs on
-asyncio and trio unless it says otherwise. Thread events and barriers order the steps; the
+Each test reproduces one bug and fails if it comes back. Every async test runs on asyncio
+and trio unless it says otherwise. Thread events and barriers order the steps; the
 few time bounds only turn a hang into a failure.
 """
 
