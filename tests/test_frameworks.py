@@ -85,6 +85,22 @@ async def test_tornado_request_handler(backend: Backend) -> None:
 # ----- asyncio.run / trio.run / anyio.run ----------------------------------------------
 
 
+async def summary(
+    pool: poolkit.Pool, backend: Backend, values: list[Any], waiting_after_cancel: int
+) -> dict[str, Any]:
+    """What every workload reports, after one more query on the same pool."""
+    async with pool.connection() as conn:
+        last = await double(conn, backend, 50)
+    s = pool.stats()
+    return {
+        "library": sniffio.current_async_library(),
+        "values": values,
+        "waiting_after_cancel": waiting_after_cancel,
+        "last": last,
+        "stats": (s.in_use, s.waiting, s.timeouts, s.size <= 2),
+    }
+
+
 async def asyncio_workload(backend: Backend) -> dict[str, Any]:
     """Native asyncio only: gather, wait_for (task cancellation), no anyio in the caller."""
     async with backend.pool(min_size=1, max_size=2) as pool:
@@ -103,16 +119,7 @@ async def asyncio_workload(backend: Backend) -> dict[str, Any]:
         finally:
             for holder in holders:
                 pool.release(holder)
-        async with pool.connection() as conn:
-            last = await double(conn, backend, 50)
-        s = pool.stats()
-        return {
-            "library": sniffio.current_async_library(),
-            "values": values,
-            "waiting_after_cancel": waiting_after_cancel,
-            "last": last,
-            "stats": (s.in_use, s.waiting, s.timeouts, s.size <= 2),
-        }
+        return await summary(pool, backend, list(values), waiting_after_cancel)
 
 
 async def trio_workload(backend: Backend) -> dict[str, Any]:
@@ -137,16 +144,7 @@ async def trio_workload(backend: Backend) -> dict[str, Any]:
         finally:
             for holder in holders:
                 pool.release(holder)
-        async with pool.connection() as conn:
-            last = await double(conn, backend, 50)
-        s = pool.stats()
-        return {
-            "library": sniffio.current_async_library(),
-            "values": [values[n] for n in range(6)],
-            "waiting_after_cancel": waiting_after_cancel,
-            "last": last,
-            "stats": (s.in_use, s.waiting, s.timeouts, s.size <= 2),
-        }
+        return await summary(pool, backend, [values[n] for n in range(6)], waiting_after_cancel)
 
 
 async def anyio_workload(backend: Backend) -> dict[str, Any]:
@@ -170,16 +168,7 @@ async def anyio_workload(backend: Backend) -> dict[str, Any]:
         finally:
             for holder in holders:
                 pool.release(holder)
-        async with pool.connection() as conn:
-            last = await double(conn, backend, 50)
-        s = pool.stats()
-        return {
-            "library": sniffio.current_async_library(),
-            "values": [values[n] for n in range(6)],
-            "waiting_after_cancel": waiting_after_cancel,
-            "last": last,
-            "stats": (s.in_use, s.waiting, s.timeouts, s.size <= 2),
-        }
+        return await summary(pool, backend, [values[n] for n in range(6)], waiting_after_cancel)
 
 
 def expected(library: str) -> dict[str, Any]:
