@@ -52,7 +52,6 @@ class Bridge:
         self._lock = threading.Lock()
         self._scheduled = False
         self.dead = False  # the loop is gone: posts are dropped
-        self.loop_thread = threading.get_ident()
 
     def post(self, fn: Callable[..., None], *args: Any) -> None:
         """Thread-safe: run ``fn(*args)`` soon on the loop. Never blocks on the loop."""

@@ -90,6 +90,14 @@ class PooledConn:
     def id(self) -> int:
         return self.slot.id
 
+    def start(self, fn: Callable[..., Any], args: tuple[Any, ...], fut: Any) -> int:
+        """Queue call ``fn`` on the thread, its outcome for ``fut``; returns its sequence
+        number (the call has finished once ``completed`` reaches it)."""
+        self.submitted += 1
+        seq = self.submitted
+        self.worker.submit(self.link.run, (fn, args, seq), self.deliver, fut)
+        return seq
+
     def deliver(self, fut: Any, outcome: Outcome | None, exc: BaseException | None) -> None:
         """Loop callback: a job finished on the worker thread."""
         self.completed += 1
@@ -194,10 +202,8 @@ class AsyncConnection:
             timeout = self._pool._query_timeout
         bridge = self._pool._bridge
         fut = bridge.future()
-        conn.submitted += 1
-        seq = conn.submitted
         self._busy = True
-        conn.worker.submit(conn.link.run, (fn, args, seq), conn.deliver, fut)
+        seq = conn.start(fn, args, fut)
         try:
             if timeout is None:
                 return await bridge.wait(fut)

@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 
 from ._backoff import Backoff
-from ._bridge import Bridge, LoopFuture, current_bridge
+from ._bridge import Bridge, LoopFuture, current_bridge, forget
 from ._connection import DEFAULT as _DEFAULT
 from ._connection import AsyncConnection, PooledConn
 from ._errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
@@ -453,8 +453,7 @@ class Pool:
         if self._watchers:
             watchers, self._watchers = self._watchers, []
             for fut in watchers:
-                if not fut.done():
-                    fut.set_result(None)
+                _set_done(fut)
 
     def resize(self, min_size: int, max_size: int) -> None:
         """Change the bounds; extra idle connections close now, extra in-use ones on return."""
@@ -567,10 +566,7 @@ class Pool:
     async def _check(self, conn: PooledConn) -> bool:
         """Ping a connection the caller holds; on failure it is discarded (False)."""
         fut = self._bridge.future()
-        conn.submitted += 1
-        seq = conn.submitted
-        ping = self._ping or conn.link.profile.ping  # type: ignore[union-attr]
-        conn.worker.submit(conn.link.run, (Link.ping, (ping,), seq), conn.deliver, fut)
+        seq = conn.start(Link.ping, (self._ping_for(conn),), fut)
         try:
             await self._bridge.wait(fut)
         except Exception as exc:  # the ping itself failed (cancellation is a BaseException)
@@ -587,6 +583,7 @@ class Pool:
             self._apply(self._state.discard(conn.slot))
             return False
         except BaseException:
+            forget(fut)
             if conn.completed < seq:
                 conn.interrupt(seq)
             self._release(conn, handed_out=False)
@@ -595,6 +592,10 @@ class Pool:
             raise PoolClosed(f"pool {self.name} was closed during the health check")
         self._state.verified(conn.slot, self._clock())
         return True
+
+    def _ping_for(self, conn: PooledConn) -> Callable[[Raw], None]:
+        """The pool's ``check`` if given, else the driver profile's ping."""
+        return self._ping or conn.link.profile.ping  # type: ignore[union-attr]
 
     def _handout(self, conn: PooledConn, start: float, waited: bool) -> PooledConn:
         now = self._clock()
@@ -647,7 +648,7 @@ class Pool:
             restore = conn.base_autocommit if changed else None
             ping = None
             if conn.interrupted:
-                ping = self._ping or conn.link.profile.ping  # type: ignore[union-attr]
+                ping = self._ping_for(conn)
             conn.submitted += 1
             conn.worker.submit(
                 conn.link.run,

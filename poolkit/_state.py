@@ -136,6 +136,7 @@ class PoolState:
         return self.live + self.closing
 
     def idle_slots(self) -> list[Slot]:
+        """The idle stack, oldest first (for inspection and tests)."""
         return list(self._idle)
 
     def is_suspect(self, slot: Slot) -> bool:
@@ -386,7 +387,7 @@ class PoolState:
         """Start connect attempts for min_size and for waiters nobody is coming for."""
         if self.closed:
             return
-        live = self.opening + len(self._idle) + self.in_use + self.resetting
+        live = self.live
         wanted = max(self.min_size - live, self.waiting - self.opening - self.resetting)
         if wanted <= 0:
             return
