@@ -293,6 +293,17 @@ ORACLEDB = DriverProfile(
 
 GENERIC = DriverProfile(name="generic")
 
+
+# ----- poolkit.fakes ----------------------------------------------------------------------
+
+
+def _fake_in_tx(raw: Raw) -> bool | None:
+    return bool(raw.in_transaction)
+
+
+#: ``poolkit.fakes.FakeDriver``: ``closed`` turns true when a connection is dropped.
+FAKE = DriverProfile(name="fake", cancel=_pg_cancel, in_transaction=_fake_in_tx)
+
 _BY_MODULE = {
     "psycopg2": PSYCOPG2,
     "pymysql": PYMYSQL,
@@ -301,6 +312,7 @@ _BY_MODULE = {
     "pyodbc": PYODBC,
     "oracledb": ORACLEDB,
     "cx_Oracle": ORACLEDB,
+    "fake": FAKE,
 }
 
 
@@ -309,6 +321,8 @@ def profile_for(driver: Any) -> DriverProfile:
     own = getattr(driver, "__poolkit_profile__", None)
     if isinstance(own, DriverProfile):
         return own
+    if isinstance(own, str) and own in _BY_MODULE:
+        return _BY_MODULE[own]
     name = getattr(driver, "__name__", "") or ""
     return _BY_MODULE.get(name.split(".")[0], GENERIC)
 

@@ -1,0 +1,98 @@
+"""What a test can do to a fake or injected driver: swap the plan, read the record and the
+fault report, drop connections, release hangs."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .._redact import Redactor
+from ._clock import Clock
+from ._engine import ConnCore, DriverCore, FaultReport
+from ._plan import Plan, PlanError
+from ._record import CallLog
+
+__all__ = ["Controls", "mask_connect"]
+
+
+def mask_connect(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """Connect arguments as recorded: every password masked."""
+    if not args and not kwargs:
+        return None
+    redact = Redactor(args, kwargs)
+    return {
+        "args": [redact(a) if isinstance(a, str) else a for a in args],
+        "kwargs": {k: redact(v) if isinstance(v, str) else v for k, v in kwargs.items()},
+    }
+
+
+class Controls:
+    """The test-facing half of :class:`FakeDriver` and of :func:`inject`'s wrapper."""
+
+    _core: DriverCore
+
+    def __init__(self) -> None:
+        self._conn_lock = threading.Lock()
+        self._live: dict[int, tuple[Any, ConnCore]] = {}
+
+    def _remember(self, conn_id: int, conn: Any, core: ConnCore) -> None:
+        with self._conn_lock:
+            self._live[conn_id] = (conn, core)
+
+    def _forget(self, conn_id: int) -> None:
+        with self._conn_lock:
+            self._live.pop(conn_id, None)
+
+    @property
+    def plan(self) -> Plan:
+        """The plan in force. Setting it starts the new plan's counters from zero."""
+        return self._core.faults.plan
+
+    @plan.setter
+    def plan(self, plan: Plan) -> None:
+        if not isinstance(plan, Plan):
+            raise PlanError(f"plan must be a Plan, got {plan!r}")
+        self._core.use(plan)
+
+    @property
+    def calls(self) -> CallLog:
+        """Every call so far (see :class:`CallLog`)."""
+        return self._core.log
+
+    @property
+    def clock(self) -> Clock:
+        return self._core.clock
+
+    def report(self) -> FaultReport:
+        """How each rule of the current plan fared: matched, fired, exhausted."""
+        return self._core.faults.report()
+
+    @property
+    def connections(self) -> dict[int, Any]:
+        """The open connections by id."""
+        with self._conn_lock:
+            return {k: conn for k, (conn, _) in self._live.items()}
+
+    def drop(self, connection: int | None = None) -> int:
+        """Lose one connection (by id) or all, as a server restart would; returns how many.
+
+        A call running on it fails with the driver's disconnect error; later calls fail too.
+        """
+        with self._conn_lock:
+            targets = [c for k, (_, c) in self._live.items() if connection in (None, k)]
+        for core in targets:
+            core.drop()
+        return len(targets)
+
+    def release(self, connection: int | None = None) -> int:
+        """Let hung calls (of one connection, or all) go on; returns how many were released."""
+        return self._core.release(connection)
+
+    @property
+    def hanging(self) -> int:
+        """How many calls are blocked in a :class:`Hang` now."""
+        return self._core.hanging
+
+    def wait_for_hang(self, count: int = 1, timeout: float = 5.0) -> bool:
+        """Block until ``count`` calls hang (True) or ``timeout`` real seconds pass (False)."""
+        return self._core.wait_for_hang(count, timeout)
