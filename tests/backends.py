@@ -140,6 +140,20 @@ def sqlite_backend(directory: Path) -> Backend:
     )
 
 
+def fake_backend() -> Backend:
+    """poolkit's fake driver: a shared SQLite database behind the fault-injection layer."""
+    from poolkit.fakes import FakeDriver
+
+    return Backend(
+        name="fake",
+        driver=FakeDriver(),
+        placeholder=lambda n: "?",
+        sleep_sql=lambda s: f"SELECT sleep({s})",
+        session_id_sql="SELECT connection_id()",
+        kill_sql=lambda pid: f"SELECT kill_connection({int(pid)})",
+    )
+
+
 SERVER_BACKENDS: dict[str, Callable[[], Backend]] = {"postgres": _postgres, "mysql": _mysql}
 
 

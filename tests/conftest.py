@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.backends import Backend, probe, required_backends, sqlite_backend
+from tests.backends import Backend, fake_backend, probe, required_backends, sqlite_backend
 
 ALL_BACKENDS = ("sqlite", "postgres", "mysql")
 
@@ -22,6 +22,8 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
 def _resolve(name: str, tmp_path: Path) -> Backend:
     if name == "sqlite":
         return sqlite_backend(tmp_path)
+    if name == "fake":
+        return fake_backend()
     backend, why = probe(name)
     if backend is None:
         if name in required_backends():
@@ -33,24 +35,32 @@ def _resolve(name: str, tmp_path: Path) -> Backend:
 @pytest.fixture(
     params=[
         pytest.param("sqlite", marks=[pytest.mark.sqlite]),
+        pytest.param("fake", marks=[pytest.mark.fake]),
         pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.real]),
         pytest.param("mysql", marks=[pytest.mark.mysql, pytest.mark.real]),
     ]
 )
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """Each database the suite can reach (sqlite3 always)."""
-    return _resolve(str(request.param), tmp_path)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Each database the suite can reach (sqlite3 and the fake driver always)."""
+    resolved = _resolve(str(request.param), tmp_path)
+    yield resolved
+    if resolved.name == "fake":
+        resolved.driver.close()
 
 
 @pytest.fixture(
     params=[
+        pytest.param("fake", marks=[pytest.mark.fake]),
         pytest.param("postgres", marks=[pytest.mark.postgres, pytest.mark.real]),
         pytest.param("mysql", marks=[pytest.mark.mysql, pytest.mark.real]),
     ]
 )
-def server(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    """Only the real servers (for kills, cancels and server-side session counts)."""
-    return _resolve(str(request.param), tmp_path)
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """Databases with sessions that can be killed and statements that can be cancelled."""
+    resolved = _resolve(str(request.param), tmp_path)
+    yield resolved
+    if resolved.name == "fake":
+        resolved.driver.close()
 
 
 @pytest.fixture

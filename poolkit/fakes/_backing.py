@@ -31,6 +31,16 @@ __all__ = ["Response", "Result", "Script", "Session", "SqliteServer"]
 Description = tuple[tuple[Any, ...], ...]
 
 
+class Hooks(Protocol):
+    """What the SQL functions of a session reach: the connection's clock and its driver."""
+
+    @property
+    def id(self) -> int: ...
+    def sleep_for(self, seconds: float, cancelled: threading.Event) -> None: ...
+    def kill(self, connection: int) -> int: ...
+    def open_connections(self) -> list[int]: ...
+
+
 @dataclass
 class Result:
     """One statement's outcome: rows (already fetched), description, rowcount, lastrowid."""
@@ -131,10 +141,8 @@ class SqliteServer:
         if self._owned_dir is not None:
             self._finalizer = weakref.finalize(self, shutil.rmtree, self._owned_dir, True)
 
-    def open(
-        self, paramstyle: str, sleep: Callable[[float, threading.Event], None]
-    ) -> SqliteSession:
-        return SqliteSession(self, paramstyle, sleep)
+    def open(self, paramstyle: str, hooks: Hooks) -> SqliteSession:
+        return SqliteSession(self, paramstyle, hooks)
 
     def remove(self) -> None:
         """Delete the database file now (the driver is done with it)."""
@@ -152,7 +160,7 @@ class SqliteSession:
         self,
         server: SqliteServer,
         paramstyle: str,
-        sleep: Callable[[float, threading.Event], None],
+        hooks: Hooks,
     ) -> None:
         self.paramstyle = paramstyle
         self.cancelled = threading.Event()
@@ -165,12 +173,19 @@ class SqliteSession:
         raw.execute("PRAGMA synchronous=OFF")
 
         def fake_sleep(seconds: float) -> int:
-            sleep(float(seconds or 0), self.cancelled)
+            hooks.sleep_for(float(seconds or 0), self.cancelled)
             if self.cancelled.is_set():
                 raise InterruptedError("statement cancelled")
             return 0
 
+        # A server's session functions: sleep(s) takes s seconds on the driver's clock and
+        # can be cancelled; connection_id(), kill_connection(id) (pg_terminate_backend),
+        # open_connections() and connection_alive(id) (pg_stat_activity).
         raw.create_function("sleep", 1, fake_sleep)
+        raw.create_function("connection_id", 0, lambda: hooks.id, deterministic=True)
+        raw.create_function("kill_connection", 1, lambda c: hooks.kill(int(c)))
+        raw.create_function("open_connections", 0, lambda: len(hooks.open_connections()))
+        raw.create_function("connection_alive", 1, lambda c: int(c in hooks.open_connections()))
         self.raw = raw
 
     @property
@@ -328,9 +343,7 @@ class Script:
                 return response.result()
         raise BackingError("ProgrammingError", f"no scripted response for statement: {sql!r}")
 
-    def open(
-        self, paramstyle: str, sleep: Callable[[float, threading.Event], None]
-    ) -> ScriptSession:
+    def open(self, paramstyle: str, hooks: Hooks) -> ScriptSession:
         return ScriptSession(self)
 
     def __repr__(self) -> str:

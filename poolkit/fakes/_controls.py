@@ -73,6 +73,17 @@ class Controls:
         with self._conn_lock:
             return {k: conn for k, (conn, _) in self._live.items()}
 
+    def running(self) -> list[tuple[int, str, str | None]]:
+        """``(connection, op, sql)`` of every call in progress now (a server's activity view)."""
+        with self._conn_lock:
+            cores = [core for _, core in self._live.values()]
+        out = []
+        for core in cores:
+            current = core.current
+            if current is not None:
+                out.append((core.id, *current))
+        return out
+
     def drop(self, connection: int | None = None) -> int:
         """Lose one connection (by id) or all, as a server restart would; returns how many.
 

@@ -158,7 +158,8 @@ class FakeConnection:
 
     def __init__(self, driver: FakeDriver, conn_id: int) -> None:
         self._driver = driver
-        self._session = driver._server.open(driver.paramstyle, self._sleep)
+        self._id = conn_id
+        self._session = driver._server.open(driver.paramstyle, self)
         self._autocommit = False
         self._closed = False
         self._cursors = 0
@@ -170,13 +171,22 @@ class FakeConnection:
             on_interrupt=self._session.interrupt,
         )
 
-    def _sleep(self, seconds: float, cancelled: threading.Event) -> None:
+    def sleep_for(self, seconds: float, cancelled: threading.Event) -> None:
+        """``sleep(n)`` in SQL: wait on the driver's clock, ending early when cancelled."""
         self._driver.clock.wait(cancelled, seconds)
+
+    def kill(self, connection: int) -> int:
+        """``kill_connection(id)`` in SQL: drop another connection; 1 if it was open."""
+        return self._driver.drop(connection)
+
+    def open_connections(self) -> list[int]:
+        """Ids of the driver's connections that are neither closed nor dropped."""
+        return [k for k, c in self._driver.connections.items() if not c.closed]
 
     @property
     def id(self) -> int:
         """The connection's id: its connect attempt's number, from 1."""
-        return self._core.id
+        return self._id
 
     @property
     def closed(self) -> bool:

@@ -434,6 +434,8 @@ class ConnCore:
         self._lock = threading.Lock()
         self._active = 0
         self._close_pending = False
+        #: (op, sql) of the call in progress, like a server's view of its sessions
+        self.current: tuple[str, str | None] | None = None
 
     def check_thread(self) -> None:
         if self.driver.strict_threads:
@@ -461,6 +463,7 @@ class ConnCore:
         )
         with self._lock:
             self._active += 1
+        self.current = (op, sql)
         try:
             self.check_thread()
             if self.dropped:
@@ -495,6 +498,7 @@ class ConnCore:
             call.error = exc
             raise
         finally:
+            self.current = None
             with self._lock:
                 self._active -= 1
                 free = self._close_pending and self._active == 0

@@ -110,6 +110,12 @@ class InjectedDriver(Controls):
         )
 
 
+# Optional PEP 249 cursor methods -> the "sql" to record for their arguments.
+_OPTIONAL: dict[str, Any] = {
+    "callproc": lambda args: str(args[0]) if args else None,
+    "nextset": lambda args: None,
+}
+
 _OWN = frozenset({"_pk_driver", "_pk_core", "_pk_real", "_pk_cursors"})
 
 
@@ -216,7 +222,11 @@ class InjectedCursor:
         object.__setattr__(self, "_pk_number", number)
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._pk_real, name)
+        attr = getattr(self._pk_real, name)
+        if name in _OPTIONAL:  # wrapped only where the real cursor has them (PEP 249 optional)
+            record = _OPTIONAL[name]
+            return lambda *args: self._run(name, record(args), args, lambda: attr(*args))
+        return attr
 
     def __setattr__(self, name: str, value: Any) -> None:
         setattr(self._pk_real, name, value)
@@ -243,10 +253,6 @@ class InjectedCursor:
             lambda: real.executemany(operation, seq_of_parameters),
         )
 
-    def callproc(self, procname: str, *args: Any) -> Any:
-        real = self._pk_real
-        return self._run("callproc", procname, args, lambda: real.callproc(procname, *args))
-
     def fetchone(self) -> Any:
         return self._run("fetchone", None, None, self._pk_real.fetchone)
 
@@ -256,9 +262,6 @@ class InjectedCursor:
 
     def fetchall(self) -> Any:
         return self._run("fetchall", None, None, self._pk_real.fetchall)
-
-    def nextset(self) -> Any:
-        return self._run("nextset", None, None, self._pk_real.nextset)
 
     def __iter__(self) -> Iterator[Any]:
         return self

@@ -139,6 +139,11 @@ class Rule:
             _check_number(name, "connection", self.connection, low=1, integer=True)
         if self.scope not in ("driver", "connection"):
             raise PlanError(f"{name}: scope must be 'driver' or 'connection', got {self.scope!r}")
+        if self.scope == "connection" and self.operations == ("connect",):
+            raise PlanError(
+                f"{name}: connect attempts are counted per driver (each attempt is a new "
+                "connection); drop scope='connection'"
+            )
 
     @property
     def operations(self) -> tuple[str, ...]:
@@ -163,13 +168,16 @@ class Rule:
         return self.times
 
     def __repr__(self) -> str:
-        parts = []
+        positional, keywords = [], []
         for f in fields(self):
             value = getattr(self, f.name)
             default = self.default_op if f.name == "op" else f.default
             if default is MISSING or value != default:
-                parts.append(f"{f.name}={_show(value)}")
-        return f"{type(self).__name__}({', '.join(parts)})"
+                if f.kw_only:
+                    keywords.append(f"{f.name}={_show(value)}")
+                else:
+                    positional.append(_show(value))
+        return f"{type(self).__name__}({', '.join(positional + keywords)})"
 
     def to_dict(self) -> dict[str, Any]:
         """The rule as JSON-ready data (only the fields that differ from the defaults)."""

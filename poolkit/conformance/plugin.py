@@ -1,0 +1,76 @@
+"""The pytest plugin: ``fake_driver`` fixtures (always on).
+
+``fake_driver`` is a fresh :class:`poolkit.fakes.FakeDriver` per test, dropped and its
+database removed afterwards. Configure it with the marker, whose arguments are
+``FakeDriver``'s, plus ``assert_fired=True`` to fail the test when a rule never fired::
+
+    @pytest.mark.fake_driver(Plan(Drop(nth=1)), paramstyle="format", assert_fired=True)
+    def test_retry(fake_driver): ...
+
+``fake_driver_factory`` makes as many drivers as a test wants (same arguments), all cleaned
+up at the end.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from poolkit.fakes import FakeDriver
+
+__all__ = ["fake_driver", "fake_driver_factory"]
+
+MARKER = (
+    "fake_driver(plan=None, *, paramstyle='qmark', assert_fired=False, ...): configure the "
+    "fake_driver fixture (arguments are poolkit.fakes.FakeDriver's)"
+)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER)
+
+
+class _Factory:
+    def __init__(self) -> None:
+        self.made: list[tuple[FakeDriver, bool]] = []
+
+    def __call__(self, *args: Any, assert_fired: bool = False, **kwargs: Any) -> FakeDriver:
+        from poolkit.fakes import FakeDriver
+
+        driver = FakeDriver(*args, **kwargs)
+        self.made.append((driver, assert_fired))
+        return driver
+
+    def finish(self) -> None:
+        problems = []
+        for driver, assert_fired in self.made:
+            driver.close()
+            if assert_fired:
+                try:
+                    driver.report().assert_all_fired()
+                except AssertionError as exc:
+                    problems.append(f"{driver!r}: {exc}")
+        if problems:
+            pytest.fail("\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def fake_driver_factory() -> Iterator[Callable[..., FakeDriver]]:
+    """Make fake drivers (``FakeDriver``'s arguments, plus ``assert_fired``); all closed after."""
+    factory = _Factory()
+    yield factory
+    factory.finish()
+
+
+@pytest.fixture
+def fake_driver(
+    request: pytest.FixtureRequest, fake_driver_factory: Callable[..., FakeDriver]
+) -> FakeDriver:
+    """A fresh fake driver, configured by the ``fake_driver`` marker when there is one."""
+    marker = request.node.get_closest_marker("fake_driver")
+    args: tuple[Any, ...] = marker.args if marker is not None else ()
+    kwargs: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
+    return fake_driver_factory(*args, **kwargs)
