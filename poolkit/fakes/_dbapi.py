@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime
 import time
-from typing import Any
 
 __all__ = [
     "BINARY",
@@ -26,6 +25,7 @@ __all__ = [
     "Date",
     "DateFromTicks",
     "Error",
+    "Exceptions",
     "IntegrityError",
     "InterfaceError",
     "InternalError",
@@ -83,6 +83,22 @@ class ProgrammingError(DatabaseError):
 
 class NotSupportedError(DatabaseError):
     """A method or database API was used which the database does not support."""
+
+
+class Exceptions:
+    """The exception classes as attributes (of the driver, and of its connections: PEP 249's
+    optional extension that lets code catch ``conn.Error`` without importing the module)."""
+
+    Warning = Warning
+    Error = Error
+    InterfaceError = InterfaceError
+    DatabaseError = DatabaseError
+    DataError = DataError
+    OperationalError = OperationalError
+    IntegrityError = IntegrityError
+    InternalError = InternalError
+    ProgrammingError = ProgrammingError
+    NotSupportedError = NotSupportedError
 
 
 #: PEP 249's exception names, every one an attribute of a PEP 249 module.
@@ -147,9 +163,3 @@ def TimeFromTicks(ticks: float) -> datetime.time:
 def TimestampFromTicks(ticks: float) -> datetime.datetime:
     """The local date and time of a POSIX timestamp."""
     return Timestamp(*time.localtime(ticks)[:6])
-
-
-def module_attributes() -> dict[str, Any]:
-    """Everything PEP 249 puts on a module besides ``connect`` and the three globals."""
-    names = [n for n in __all__ if n not in {"ERROR_NAMES", "TypeObject"}]
-    return {name: globals()[name] for name in names}

@@ -20,7 +20,7 @@ from ._texts import GENERIC
 __all__ = ["FakeConnection", "FakeCursor", "FakeDriver"]
 
 
-class FakeDriver(Controls):
+class FakeDriver(_dbapi.Exceptions, Controls):
     """A fake PEP 249 driver module with injectable faults.
 
     Use it wherever a driver module goes: ``poolkit.Pool(FakeDriver(plan))``, or in place of
@@ -36,17 +36,6 @@ class FakeDriver(Controls):
 
     apilevel = "2.0"
     __poolkit_profile__ = "fake"
-
-    Warning = _dbapi.Warning
-    Error = _dbapi.Error
-    InterfaceError = _dbapi.InterfaceError
-    DatabaseError = _dbapi.DatabaseError
-    DataError = _dbapi.DataError
-    OperationalError = _dbapi.OperationalError
-    IntegrityError = _dbapi.IntegrityError
-    InternalError = _dbapi.InternalError
-    ProgrammingError = _dbapi.ProgrammingError
-    NotSupportedError = _dbapi.NotSupportedError
 
     Date = staticmethod(_dbapi.Date)
     Time = staticmethod(_dbapi.Time)
@@ -142,19 +131,8 @@ def _raise_as(module: Any, exc: BackingError) -> BaseException:
     return error
 
 
-class FakeConnection:
+class FakeConnection(_dbapi.Exceptions):
     """A connection of :class:`FakeDriver`. ``closed`` is true once closed or dropped."""
-
-    Warning = _dbapi.Warning
-    Error = _dbapi.Error
-    InterfaceError = _dbapi.InterfaceError
-    DatabaseError = _dbapi.DatabaseError
-    DataError = _dbapi.DataError
-    OperationalError = _dbapi.OperationalError
-    IntegrityError = _dbapi.IntegrityError
-    InternalError = _dbapi.InternalError
-    ProgrammingError = _dbapi.ProgrammingError
-    NotSupportedError = _dbapi.NotSupportedError
 
     def __init__(self, driver: FakeDriver, conn_id: int) -> None:
         self._driver = driver

@@ -20,6 +20,7 @@ from statistics import NormalDist
 from typing import Any, TypeVar
 
 from ._clock import Clock
+from ._dbapi import ERROR_NAMES
 from ._plan import Drop, Hang, Latency, Plan, Raise, Refuse, Rule
 from ._record import Call, CallLog
 from ._texts import Dialect, thread_misuse
@@ -328,20 +329,7 @@ class DriverCore:
         return len(waits)
 
 
-_PEP249 = frozenset(
-    {
-        "Warning",
-        "Error",
-        "InterfaceError",
-        "DatabaseError",
-        "DataError",
-        "OperationalError",
-        "IntegrityError",
-        "InternalError",
-        "ProgrammingError",
-        "NotSupportedError",
-    }
-)
+_PEP249 = frozenset(ERROR_NAMES)
 
 
 class _CallRecorder:
