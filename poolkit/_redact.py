@@ -10,7 +10,7 @@ __all__ = ["Redactor"]
 
 MASK = "***"
 
-_SECRET_KEY = re.compile(r"^(password|passwd|pwd|pass|secret|token|api_?key)$", re.IGNORECASE)
+SECRET_KEY = re.compile(r"^(password|passwd|pwd|pass|secret|token|api_?key)$", re.IGNORECASE)
 # key=value pairs in libpq DSNs and ODBC connection strings, quoted or not
 _KV = re.compile(
     r"(?i)\b(password|passwd|pwd)\s*=\s*('(?:[^'\\]|\\.)*'|\{[^}]*\}|\"[^\"]*\"|[^\s;]+)"
@@ -40,7 +40,7 @@ class Redactor:
         for key, value in (kwargs or {}).items():
             if value is None:
                 continue
-            if _SECRET_KEY.match(key):
+            if SECRET_KEY.match(key):
                 secrets.add(str(value))
             elif isinstance(value, str):
                 secrets.update(_values_in(value))

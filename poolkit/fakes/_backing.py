@@ -24,7 +24,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ._paramstyle import ParamError, translate
+from ._dbapi import ERROR_NAMES
+from ._paramstyle import ParamError, translate, translate_sql
+from ._plan import PlanError
 
 __all__ = ["Response", "Result", "Script", "Session", "SqliteServer"]
 
@@ -84,7 +86,9 @@ _ADAPT: dict[type, Callable[[Any], Any]] = {
     memoryview: bytes,
 }
 
-_TX_CONTROL = re.compile(r"^\s*(BEGIN|COMMIT|END|ROLLBACK|SAVEPOINT|RELEASE)\b", re.IGNORECASE)
+# Statements that open or end the transaction themselves; before anything else (SAVEPOINT
+# included, as psycopg2 does) the session begins one.
+_TX_CONTROL = re.compile(r"^\s*(BEGIN|START\s+TRANSACTION|COMMIT|END|ROLLBACK(?!\s+TO))\b", re.I)
 
 
 def _adapt_value(value: Any) -> Any:
@@ -193,15 +197,18 @@ class SqliteSession:
         return self.raw.in_transaction
 
     def begin_if_needed(self, sql: str) -> None:
-        if not self.raw.in_transaction and not _TX_CONTROL.match(sql):
-            self.raw.execute("BEGIN")
+        try:
+            if not self.raw.in_transaction and not _TX_CONTROL.match(sql):
+                self.raw.execute("BEGIN")
+        except sqlite3.Error as exc:
+            raise _backing_error(exc) from None
 
     def execute(self, sql: str, params: Any, *, many: bool = False) -> Result:
         self.cancelled.clear()
         try:
             if many:
                 seq = list(params)
-                text = sql
+                text = translate_sql(self.paramstyle, sql)
                 converted = []
                 for p in seq:
                     text, q = translate(self.paramstyle, sql, p)
@@ -326,7 +333,11 @@ class Script:
         try:
             compiled = re.compile(pattern, re.IGNORECASE)
         except re.error as exc:
-            raise ValueError(f"script pattern {pattern!r} does not compile: {exc}") from None
+            raise PlanError(f"script pattern {pattern!r} does not compile: {exc}") from None
+        if error is not None and error not in ERROR_NAMES:
+            raise PlanError(
+                f"script error {error!r} is not a PEP 249 exception name: {', '.join(ERROR_NAMES)}"
+            )
         if response is None:
             response = Response(tuple(tuple(r) for r in rows), columns, rowcount, error, message)
         with self._lock:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from .._redact import Redactor
+from .._redact import MASK, SECRET_KEY, Redactor
 from ._clock import Clock
 from ._engine import ConnCore, DriverCore, FaultReport
 from ._plan import Plan, PlanError
@@ -20,9 +20,15 @@ def mask_connect(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any
     if not args and not kwargs:
         return None
     redact = Redactor(args, kwargs)
+
+    def value(key: str, v: Any) -> Any:
+        if SECRET_KEY.match(key):
+            return MASK  # whatever its type: PyMySQL takes a bytes password
+        return redact(v) if isinstance(v, str) else v
+
     return {
         "args": [redact(a) if isinstance(a, str) else a for a in args],
-        "kwargs": {k: redact(v) if isinstance(v, str) else v for k, v in kwargs.items()},
+        "kwargs": {k: value(k, v) for k, v in kwargs.items()},
     }
 
 
@@ -69,7 +75,7 @@ class Controls:
 
     @property
     def connections(self) -> dict[int, Any]:
-        """The open connections by id."""
+        """Connections not closed yet, by id (dropped ones stay until they are closed)."""
         with self._conn_lock:
             return {k: conn for k, (conn, _) in self._live.items()}
 

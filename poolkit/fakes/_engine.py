@@ -179,10 +179,11 @@ def _latency(rule: Latency, key: tuple[object, ...]) -> float:
 
 
 class _Wait:
-    __slots__ = ("connection", "event", "reason")
+    __slots__ = ("connection", "event", "reason", "thread")
 
     def __init__(self, connection: int | None) -> None:
         self.connection = connection
+        self.thread = threading.current_thread()
         self.event = threading.Event()
         self.reason: str | None = None
 
@@ -455,8 +456,8 @@ class ConnCore:
         try:
             self.check_thread()
             if self.dropped:
-                if op == "close":
-                    return fn()
+                if op == "close":  # the drop freed the backing already
+                    return None  # type: ignore[return-value]
                 raise driver.dialect.disconnect(driver.module)
             self.calls += 1
             decision = driver.faults.decide(op, sql, self.id, self.calls)
@@ -473,14 +474,14 @@ class ConnCore:
                 if op != "close":
                     raise driver.dialect.disconnect(driver.module)
             result = fn()
+            if op in ("commit", "rollback"):
+                self.transaction += 1
             if isinstance(rule, Raise) and rule.phase == "after":
                 raise driver.error(rule, decision.index)
             if isinstance(rule, Drop) and rule.phase == "after":
                 self.drop()
                 if op != "close":
                     raise driver.dialect.disconnect(driver.module)
-            if op in ("commit", "rollback"):
-                self.transaction += 1
             return result
         except BaseException as exc:
             call.error = exc
@@ -534,5 +535,5 @@ class ConnCore:
     def closing(self) -> None:
         """The connection is being closed from another thread: a hung call ends."""
         wait = self.wait
-        if wait is not None and threading.current_thread() is not self.owner:
+        if wait is not None and threading.current_thread() is not wait.thread:
             wait.wake("close")

@@ -140,7 +140,16 @@ class InjectedConnection:
         )
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._pk_real, name)
+        attr = getattr(self._pk_real, name)
+        if name in ("execute", "executemany"):
+            # sqlite3's shortcuts: through a wrapped cursor, so the plan applies to them too
+            def shortcut(*args: Any) -> InjectedCursor:
+                cursor = self.cursor()
+                getattr(cursor, name)(*args)
+                return cursor
+
+            return shortcut
+        return attr
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _OWN:

@@ -1,9 +1,11 @@
 """Translating the five PEP 249 paramstyles into SQLite's own placeholders.
 
-A small scanner walks the statement, leaves string literals, quoted identifiers and comments
-alone, and rewrites the markers of the chosen style: ``?`` (qmark), ``:1`` (numeric), ``:name``
-(named), ``%s`` (format), ``%(name)s`` (pyformat, which also takes ``%s``). As in psycopg2 and
-PyMySQL, a statement run without parameters is not scanned for ``%`` at all.
+A small scanner walks the statement and rewrites the markers of the chosen style: ``?``
+(qmark), ``:1`` (numeric), ``:name`` (named), ``%s`` (format), ``%(name)s`` (pyformat, which
+also takes ``%s``). For the first three it leaves string literals, quoted identifiers and
+comments alone. The ``%`` styles read the whole statement, literals included, as psycopg2 and
+PyMySQL do (``'100%%'`` is ``'100%'``); a statement run without parameters is not scanned
+for ``%`` at all.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any, Literal
 
-__all__ = ["PARAMSTYLES", "Paramstyle", "translate"]
+__all__ = ["PARAMSTYLES", "Paramstyle", "translate", "translate_sql"]
 
 Paramstyle = Literal["qmark", "numeric", "named", "format", "pyformat"]
 PARAMSTYLES: tuple[str, ...] = ("qmark", "numeric", "named", "format", "pyformat")
@@ -57,8 +59,10 @@ def _scan(style: str, sql: str) -> tuple[str, Literal["positional", "named", "no
             raise ParamError(f"{style} statement mixes positional and named parameters")
         kind = k
 
+    # psycopg2 and PyMySQL %-format the whole statement, literals and comments included.
+    percent = style in ("format", "pyformat")
     while i < n:
-        j = _skip_quoted(sql, i)
+        j = i if percent else _skip_quoted(sql, i)
         if j != i:
             out.append(sql[i:j])
             i = j
@@ -109,6 +113,11 @@ def _scan(style: str, sql: str) -> tuple[str, Literal["positional", "named", "no
         out.append(c)
         i += 1
     return "".join(out), kind
+
+
+def translate_sql(style: str, sql: str) -> str:
+    """The statement with SQLite's placeholders (for ``executemany`` of no rows)."""
+    return _scan(style, sql)[0]
 
 
 def translate(style: str, sql: str, params: Any) -> tuple[str, Any]:

@@ -95,9 +95,11 @@ class Rule:
 
     kind: ClassVar[str] = "rule"
     default_op: ClassVar[str | tuple[str, ...]] = "*"
+    #: the rule means nothing for connect attempts (globs such as "*" skip them)
+    never_on_connect: ClassVar[bool] = False
 
     #: operation name(s) or glob(s), see :data:`OPERATIONS`
-    op: str | tuple[str, ...] = ""
+    op: str | tuple[str, ...] | None = None
     #: a regular expression searched (case-insensitively) in the statement's SQL
     sql: str | None = None
     #: chance that a matched call which passes the counters is hit, drawn from the plan's seed
@@ -114,9 +116,16 @@ class Rule:
 
     def __post_init__(self) -> None:
         name = type(self).__name__
-        if not self.op:
+        if self.op is None:
             object.__setattr__(self, "op", self.default_op)
-        object.__setattr__(self, "_ops", _ops(self.op, name))
+        elif isinstance(self.op, list):
+            object.__setattr__(self, "op", tuple(self.op))
+        ops = _ops(self.op, name)  # type: ignore[arg-type]
+        if self.never_on_connect and "connect" in ops:
+            ops = tuple(o for o in ops if o != "connect")
+            if not ops:
+                raise PlanError(f"{name}: a connection cannot be lost while connecting; use Refuse")
+        object.__setattr__(self, "_ops", ops)
         if self.sql is not None:
             if not isinstance(self.sql, str):
                 raise PlanError(f"{name}: sql must be a regular expression string")
@@ -196,6 +205,11 @@ class Rule:
 
 def _show(value: object) -> str:
     if isinstance(value, type):
+        # Builtins and poolkit.fakes' own classes print as the names users import.
+        if value.__module__ == "builtins" or (
+            value.__module__ == "poolkit.fakes._dbapi" and value.__name__ in ERROR_NAMES
+        ):
+            return value.__qualname__
         return f"{value.__module__}.{value.__qualname__}"
     if callable(value) and not isinstance(value, type):
         return getattr(value, "__qualname__", repr(value))
@@ -312,12 +326,11 @@ class Drop(Rule):
 
     kind: ClassVar[str] = "drop"
     default_op: ClassVar[str | tuple[str, ...]] = "execute"
+    never_on_connect: ClassVar[bool] = True
     phase: Phase = "before"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if "connect" in self.operations and self.operations == ("connect",):
-            raise PlanError("Drop: a connection cannot be dropped while connecting; use Refuse")
         if self.phase not in ("before", "after"):
             raise PlanError(f"Drop: phase must be 'before' or 'after', got {self.phase!r}")
 
@@ -362,6 +375,9 @@ class Refuse(Rule):
 
 
 RULE_KINDS: dict[str, type[Rule]] = {cls.kind: cls for cls in (Latency, Raise, Drop, Hang, Refuse)}
+
+
+_KINDS = frozenset(RULE_KINDS.values())
 
 
 def _decode_error(value: Any) -> ErrorSpec:
@@ -421,7 +437,7 @@ class Plan:
 
     def __init__(self, *rules: Rule, seed: int = 0) -> None:
         for rule in rules:
-            if not isinstance(rule, Rule):
+            if type(rule) not in _KINDS:
                 raise PlanError(
                     f"Plan takes rules (Latency, Raise, Drop, Hang, Refuse), got {rule!r}"
                 )

@@ -86,7 +86,7 @@ def _common(
         times = draw(_optional(st.integers(1, max_count)))
         if times is not None:
             out["times"] = times
-    if tuple(ops) != ("connect",) and draw(st.booleans()):
+    if out["op"] != "connect" and draw(st.booleans()):
         out["scope"] = "connection"
     return out
 
