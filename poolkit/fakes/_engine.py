@@ -246,6 +246,12 @@ class DriverCore:
                 raise self.error(rule, decision.index)
             result = make(conn_id)
             if isinstance(rule, Raise) and rule.phase == "after":
+                # Connected, but the answer was lost: the caller never sees the connection,
+                # so the session it opened must end here, not leak.
+                try:
+                    result.close()  # type: ignore[attr-defined]
+                except Exception:
+                    log.debug("closing a connection whose connect failed late", exc_info=True)
                 raise self.error(rule, decision.index)
             return result
         except BaseException as exc:

@@ -227,6 +227,7 @@ def rules(
 
 def plans(
     *,
+    min_rules: int = 0,
     max_rules: int = 3,
     seeds: st.SearchStrategy[int] | None = None,
     kinds: Sequence[str] = KINDS,
@@ -236,7 +237,7 @@ def plans(
     forever: bool = False,
     max_count: int = 10,
 ) -> st.SearchStrategy[Plan]:
-    """Plans of up to ``max_rules`` rules (shrinking to the empty plan, seed 0)."""
+    """Plans of ``min_rules`` to ``max_rules`` rules (shrinking to the fewest, seed 0)."""
     rule = rules(
         kinds=kinds,
         ops=ops,
@@ -246,4 +247,8 @@ def plans(
         max_count=max_count,
     )
     seed = seeds if seeds is not None else st.integers(0, 2**16)
-    return st.builds(lambda rs, s: Plan(*rs, seed=s), st.lists(rule, max_size=max_rules), seed)
+    return st.builds(
+        lambda rs, s: Plan(*rs, seed=s),
+        st.lists(rule, min_size=min_rules, max_size=max_rules),
+        seed,
+    )
