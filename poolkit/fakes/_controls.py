@@ -40,10 +40,20 @@ class Controls:
     def __init__(self) -> None:
         self._conn_lock = threading.Lock()
         self._live: dict[int, tuple[Any, ConnCore]] = {}
+        self._peak = 0
 
     def _remember(self, conn_id: int, conn: Any, core: ConnCore) -> None:
         with self._conn_lock:
             self._live[conn_id] = (conn, core)
+            alive = sum(1 for _, c in self._live.values() if not c.dropped)
+            self._peak = max(self._peak, alive)
+
+    @property
+    def peak_connections(self) -> int:
+        """The most connections that were open at once (neither closed nor dropped): what a
+        server would have seen; check a pool's ``max_size`` with it."""
+        with self._conn_lock:
+            return self._peak
 
     def _forget(self, conn_id: int) -> None:
         with self._conn_lock:

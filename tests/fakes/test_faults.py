@@ -567,6 +567,21 @@ def test_driver_drop_counts_and_sql_sees_who_is_alive(make: MakeDriver) -> None:
     assert a.closed and c.closed
 
 
+def test_peak_connections_counts_what_a_server_would_see(make: MakeDriver) -> None:
+    """Closed and dropped connections leave the count; the peak keeps the highest."""
+    driver = make()
+    a, b = driver.connect(), driver.connect()
+    a.close()
+    c = driver.connect()
+    assert driver.peak_connections == 2
+    driver.drop(b.id)
+    d, e = driver.connect(), driver.connect()  # c, d, e open now
+    assert driver.peak_connections == 3
+    for conn in (b, c, d, e):
+        conn.close()
+    assert driver.peak_connections == 3
+
+
 # ----- Hang -------------------------------------------------------------------------------
 
 

@@ -243,6 +243,7 @@ def check_invariants(driver: FakeDriver, run: Run) -> set[str]:
     # Never more connections than max_size, seen live and from the record.
     assert run.peak_sampled <= MAX_SIZE, f"{run.peak_sampled} connections open at once"
     assert _peak_from_record(driver) <= MAX_SIZE
+    assert driver.peak_connections <= MAX_SIZE
 
     # Durability: what a fresh connection sees.
     rows = _committed(driver)
