@@ -417,9 +417,12 @@ def compare(step: Step, fake: Outcome, ref: Outcome) -> None:
             assert fake.lastrowid == ref.lastrowid, (
                 f"{where}: lastrowid {fake.lastrowid!r} != {ref.lastrowid!r}"
             )
-    assert fake.description == ref.description, (
-        f"{where}: columns {fake.description!r} != {ref.description!r}"
-    )
+    # After a failed call a cursor's description is undefined: sqlite3 on Python 3.10 keeps
+    # the columns of an executemany(SELECT) it refused, later versions clear them.
+    if ref.error is None:
+        assert fake.description == ref.description, (
+            f"{where}: columns {fake.description!r} != {ref.description!r}"
+        )
     assert fake.in_transaction == ref.in_transaction, (
         f"{where}: in_transaction {fake.in_transaction} != {ref.in_transaction}"
     )
