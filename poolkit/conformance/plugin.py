@@ -1,4 +1,4 @@
-"""The pytest plugin: ``fake_driver`` fixtures (always on).
+"""The pytest plugin: ``fake_driver`` fixtures (always on) and ``--pool-conformance``.
 
 ``fake_driver`` is a fresh :class:`poolkit.fakes.FakeDriver` per test, dropped and its
 database removed afterwards. Configure it with the marker, whose arguments are
@@ -9,6 +9,10 @@ database removed afterwards. Configure it with the marker, whose arguments are
 
 ``fake_driver_factory`` makes as many drivers as a test wants (same arguments), all cleaned
 up at the end.
+
+``pytest --pool-conformance`` runs the conformance suite (:mod:`poolkit.conformance.suite`)
+over every backend x driver x pool case it can reach and prints the matrix at the end; see
+:mod:`poolkit.conformance._conformance` for the options.
 """
 
 from __future__ import annotations
@@ -18,10 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from ._conformance import adapter, add_options, configure, pool_case, target
+
 if TYPE_CHECKING:
     from poolkit.fakes import FakeDriver
 
-__all__ = ["fake_driver", "fake_driver_factory"]
+__all__ = ["adapter", "fake_driver", "fake_driver_factory", "pool_case", "target"]
 
 MARKER = (
     "fake_driver(plan=None, *, paramstyle='qmark', assert_fired=False, ...): configure the "
@@ -29,8 +35,13 @@ MARKER = (
 )
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    add_options(parser)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", MARKER)
+    configure(config)
 
 
 class _Factory:

@@ -1,0 +1,375 @@
+"""``--pool-conformance``: options, the case matrix, per-check reporting.
+
+Options (each with an environment twin):
+
+- ``--pool-conformance`` (``POOLKIT_CONFORMANCE=1``): run the suite. Without explicit paths only
+  the suite runs; with paths, the suite is added to them.
+- ``--pool-backend LIST`` (``POOLKIT_BACKENDS``): sqlite, postgres, mysql, mssql (default: all;
+  the unreachable ones are skipped with the reason).
+- ``--pool-dsn NAME=DSN`` (``POOLKIT_POSTGRES_DSN``, ``POOLKIT_MYSQL_DSN``,
+  ``POOLKIT_MSSQL_DSN``), repeatable.
+- ``--pool-driver LIST`` (``POOLKIT_DRIVERS``): only these drivers.
+- ``--pool-under-test module:factory[,...]`` (``POOLKIT_POOL_UNDER_TEST``): the adapters to run
+  (default: poolkit and psycopg_pool).
+- ``--pool-require LIST`` (``POOLKIT_REQUIRE``): a listed backend that cannot be reached, or a
+  case of it that cannot run, fails instead of skipping.
+- ``--pool-report PATH`` (``POOLKIT_REPORT``): write the matrix as Markdown and JSON.
+- ``--pool-no-containers``: never start containers, even when Docker answers.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ._report import Report, Result
+from ._targets import BACKENDS, DRIVERS, Target, TargetError, build_target
+
+__all__ = ["Case", "Conformance", "add_options", "configure"]
+
+SUITE = Path(__file__).parent / "suite"
+STATE = pytest.StashKey["Conformance"]()
+
+
+def _env_list(name: str) -> list[str]:
+    return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
+
+
+def _split(values: list[str] | None) -> list[str]:
+    out: list[str] = []
+    for value in values or []:
+        out += [v.strip() for v in value.split(",") if v.strip()]
+    return out
+
+
+def add_options(parser: pytest.Parser) -> None:
+    group = parser.getgroup("poolkit", "poolkit conformance suite")
+    group.addoption(
+        "--pool-conformance",
+        action="store_true",
+        default=os.environ.get("POOLKIT_CONFORMANCE", "") not in ("", "0"),
+        help="run poolkit's pool conformance suite (env POOLKIT_CONFORMANCE=1)",
+    )
+    group.addoption(
+        "--pool-backend",
+        action="append",
+        help="backends to check: sqlite, postgres, mysql, mssql (env POOLKIT_BACKENDS)",
+    )
+    group.addoption(
+        "--pool-dsn",
+        action="append",
+        metavar="NAME=DSN",
+        help="DSN of a backend (env POOLKIT_POSTGRES_DSN, POOLKIT_MYSQL_DSN, POOLKIT_MSSQL_DSN)",
+    )
+    group.addoption(
+        "--pool-driver",
+        action="append",
+        help="drivers to use: sqlite3, fake, psycopg2, psycopg, pymysql, pyodbc "
+        "(env POOLKIT_DRIVERS)",
+    )
+    group.addoption(
+        "--pool-under-test",
+        action="append",
+        metavar="MODULE:FACTORY",
+        help="pool adapter(s) to check (env POOLKIT_POOL_UNDER_TEST); default poolkit and "
+        "psycopg_pool",
+    )
+    group.addoption(
+        "--pool-require",
+        action="append",
+        help="backends that must be reachable: an unreachable one fails the run "
+        "(env POOLKIT_REQUIRE)",
+    )
+    group.addoption(
+        "--pool-report",
+        metavar="PATH",
+        default=os.environ.get("POOLKIT_REPORT") or None,
+        help="write the matrix as Markdown (PATH) and JSON beside it (env POOLKIT_REPORT)",
+    )
+    group.addoption(
+        "--pool-no-containers",
+        action="store_true",
+        default=False,
+        help="never start testcontainers, even when a Docker engine answers",
+    )
+
+
+@dataclass(frozen=True)
+class Case:
+    """One backend reached by one driver, driven by one pool adapter."""
+
+    backend: str
+    driver: str
+    adapter: Any
+
+    @property
+    def id(self) -> str:
+        return f"{self.backend}-{self.driver}-{self.adapter.name}"
+
+
+def load_adapter(spec: str) -> Any:
+    """An adapter from ``module:factory`` (a class or a function returning the adapter)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise pytest.UsageError(f"--pool-under-test wants module:factory, got {spec!r}")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise pytest.UsageError(f"--pool-under-test {spec}: {exc}") from None
+    adapter = factory()
+    for name in ("name", "capabilities", "supports", "pool"):
+        if not hasattr(adapter, name):
+            raise pytest.UsageError(
+                f"--pool-under-test {spec}: the adapter has no {name!r} "
+                "(see poolkit.conformance.adapters.PoolAdapter)"
+            )
+    return adapter
+
+
+@dataclass
+class Conformance:
+    """The run's configuration, resolved backends and collected results."""
+
+    backends: list[str]
+    drivers: list[str]
+    adapters: list[Any]
+    required: set[str]
+    report_path: str | None
+    resolver: Any
+    report: Report = field(default_factory=Report)
+    tmp: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="poolkit-conformance-"))
+    _targets: dict[tuple[str, str], Target | str] = field(default_factory=dict)
+
+    def cases(self) -> list[Case]:
+        out = []
+        for backend in self.backends:
+            for driver in DRIVERS[backend]:
+                if self.drivers and driver not in self.drivers:
+                    continue
+                for adapter in self.adapters:
+                    if adapter.supports(backend, driver) is None:
+                        out.append(Case(backend, driver, adapter))
+        return out
+
+    def target(self, backend: str, driver: str) -> Target | str:
+        """The target, or why it cannot be had (built once per run)."""
+        key = (backend, driver)
+        if key not in self._targets:
+            resolved = self.resolver.resolve(backend)
+            if not resolved.available:
+                self._targets[key] = resolved.why
+            else:
+                try:
+                    self._targets[key] = build_target(
+                        backend, driver, resolved.dsn, resolved.source, self.tmp
+                    )
+                except TargetError as exc:
+                    self._targets[key] = f"{backend} via {driver}: {exc}"
+        return self._targets[key]
+
+
+def configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "requires(*capabilities): the pool adapter must support these"
+    )
+    if not config.getoption("pool_conformance"):
+        return
+    from ._resolve import Resolver
+    from .adapters import DEFAULT_ADAPTERS
+
+    backends = _split(config.getoption("pool_backend")) or _env_list("POOLKIT_BACKENDS")
+    unknown = set(backends) - set(BACKENDS)
+    if unknown:
+        raise pytest.UsageError(
+            f"--pool-backend: unknown {sorted(unknown)}; known: {', '.join(BACKENDS)}"
+        )
+    drivers = _split(config.getoption("pool_driver")) or _env_list("POOLKIT_DRIVERS")
+    known_drivers = {d for ds in DRIVERS.values() for d in ds}
+    if set(drivers) - known_drivers:
+        raise pytest.UsageError(
+            f"--pool-driver: unknown {sorted(set(drivers) - known_drivers)}; "
+            f"known: {', '.join(sorted(known_drivers))}"
+        )
+    required = set(_split(config.getoption("pool_require")) or _env_list("POOLKIT_REQUIRE"))
+    if required - set(BACKENDS):
+        raise pytest.UsageError(f"--pool-require: unknown {sorted(required - set(BACKENDS))}")
+    dsns: dict[str, str] = {}
+    for item in config.getoption("pool_dsn") or []:
+        name, sep, dsn = item.partition("=")
+        if not sep or name not in BACKENDS:
+            raise pytest.UsageError(
+                f"--pool-dsn wants NAME=DSN with NAME one of {', '.join(BACKENDS)}"
+            )
+        dsns[name] = dsn
+    specs = _split(config.getoption("pool_under_test")) or _env_list("POOLKIT_POOL_UNDER_TEST")
+    adapters = [load_adapter(s) for s in specs] if specs else list(DEFAULT_ADAPTERS)
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+
+    def say(text: str) -> None:
+        if reporter is not None:
+            reporter.write_line(text)
+        else:
+            print(text)
+
+    state = Conformance(
+        backends=backends or list(BACKENDS),
+        drivers=drivers,
+        adapters=adapters,
+        required=required,
+        report_path=config.getoption("pool_report"),
+        resolver=Resolver(
+            dsns=dsns, say=say, use_containers=not config.getoption("pool_no_containers")
+        ),
+    )
+    config.stash[STATE] = state
+    config.pluginmanager.register(_ConformancePlugin(state), "poolkit-conformance")
+    if config.args_source != pytest.Config.ArgsSource.ARGS:
+        config.args[:] = [str(SUITE)]
+    elif str(SUITE) not in config.args:
+        config.args.append(str(SUITE))
+
+
+class _ConformancePlugin:
+    def __init__(self, state: Conformance) -> None:
+        self.state = state
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "pool_case" in metafunc.fixturenames:
+            cases = self.state.cases()
+            metafunc.parametrize("pool_case", cases, ids=[c.id for c in cases], indirect=True)
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(self, item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+        rep = yield
+        case = getattr(item, "callspec", None)
+        params = case.params if case is not None else {}
+        pool_case = params.get("pool_case")
+        if not isinstance(pool_case, Case):
+            return rep
+        outcome, why = _outcome(rep)
+        if outcome is None:
+            return rep
+        target = self.state._targets.get((pool_case.backend, pool_case.driver))
+        source = target.source if isinstance(target, Target) else "unavailable"
+        check = getattr(item, "originalname", item.name)
+        loop = _loop_of(item)
+        if loop:
+            check = f"{check}[{loop}]"
+        self.state.report.add(
+            Result(
+                pool_case.backend,
+                pool_case.driver,
+                pool_case.adapter.name,
+                source,
+                check,
+                outcome,
+                why,
+            )
+        )
+        return rep
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        report = self.state.report
+        if not report.results:
+            terminalreporter.write_line("poolkit conformance: no case ran")
+            return
+        terminalreporter.write_sep("=", "poolkit conformance matrix")
+        terminalreporter.write(report.table())
+        if self.state.report_path:
+            paths = report.write(self.state.report_path)
+            terminalreporter.write_line(
+                "poolkit conformance report: " + ", ".join(str(p) for p in paths)
+            )
+
+    def pytest_unconfigure(self, config: pytest.Config) -> None:
+        self.state.resolver.close()
+
+
+def _loop_of(item: pytest.Item) -> str | None:
+    """The anyio backend a check ran on (its fixture parameter), if any."""
+    spec = getattr(item, "callspec", None)
+    if spec is None:
+        return None
+    loop = spec.params.get("anyio_backend")
+    if loop is None:
+        first = str(spec.id).split("-")[0]
+        loop = first if first in ("asyncio", "trio") else None
+    return str(loop) if loop else None
+
+
+def _outcome(rep: pytest.TestReport) -> tuple[Any, str]:
+    """The matrix outcome of a report phase, or (None, "") when the phase says nothing new."""
+    xfail = getattr(rep, "wasxfail", None)
+    if rep.when == "call":
+        if rep.passed and xfail is None:
+            return "pass", ""
+        if rep.skipped and xfail is not None:
+            return "not supported", str(xfail).removeprefix("not supported: ")
+        if rep.failed and xfail is not None:  # strict xfail that passed
+            return "unexpected pass", "declared not supported, but passed"
+        if rep.failed:
+            return "fail", _short(rep)
+    if rep.skipped and rep.when == "setup":
+        return "skip", _skip_reason(rep)
+    if rep.failed and rep.when == "setup":
+        return "fail", _short(rep)
+    return None, ""
+
+
+def _skip_reason(rep: pytest.TestReport) -> str:
+    longrepr = rep.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _short(rep: pytest.TestReport) -> str:
+    text = getattr(rep, "longreprtext", "") or ""
+    lines = [ln for ln in text.splitlines() if ln.startswith("E ")]
+    return (lines[0][1:].strip() if lines else text.splitlines()[-1:][0] if text else "")[:300]
+
+
+# ----- fixtures used by the suite --------------------------------------------------------
+
+
+@pytest.fixture
+def pool_case(request: pytest.FixtureRequest) -> Case:
+    """The case under check; skips (or fails, when required) if its target is unavailable."""
+    case: Case = request.param
+    state: Conformance = request.config.stash[STATE]
+    target = state.target(case.backend, case.driver)
+    if isinstance(target, str):
+        if case.backend in state.required:
+            pytest.fail(f"required backend unavailable: {target}", pytrace=False)
+        pytest.skip(target)
+    marker = request.node.get_closest_marker("requires")
+    needs = set(marker.args) if marker is not None else set()
+    if _loop_of(request.node) == "trio":
+        needs.add("trio")
+    missing = sorted(needs - set(case.adapter.capabilities))
+    if missing:
+        request.applymarker(
+            pytest.mark.xfail(strict=True, reason=f"not supported: {', '.join(missing)}")
+        )
+    return case
+
+
+@pytest.fixture
+def target(pool_case: Case, request: pytest.FixtureRequest) -> Target:
+    """The case's database and driver."""
+    state: Conformance = request.config.stash[STATE]
+    resolved = state.target(pool_case.backend, pool_case.driver)
+    assert isinstance(resolved, Target)
+    return resolved
+
+
+@pytest.fixture
+def adapter(pool_case: Case) -> Any:
+    """The case's pool adapter."""
+    return pool_case.adapter

@@ -1,0 +1,134 @@
+"""Finding each backend: an explicit DSN, else a testcontainers container, else a reason.
+
+Order, per backend: ``--pool-dsn NAME=DSN`` or ``POOLKIT_<NAME>_DSN``; then, when a Docker
+engine answers, a container started once per test run and reused by every check; otherwise the
+backend is unavailable, with a reason that says how to supply a DSN. SQLite needs neither: it
+is embedded. Container start-up is reported on the terminal as it happens.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .._redact import Redactor
+
+__all__ = ["Resolved", "Resolver", "docker_reachable"]
+
+ENV_DSN = "POOLKIT_{}_DSN"
+
+#: image and how to read a DSN from the started container, per backend
+CONTAINERS: dict[str, tuple[str, str]] = {
+    "postgres": ("postgres:16-alpine", "PostgresContainer"),
+    "mysql": ("mariadb:11", "MySqlContainer"),
+    "mssql": ("mcr.microsoft.com/mssql/server:2022-latest", "SqlServerContainer"),
+}
+
+
+@dataclass
+class Resolved:
+    """A backend's DSN and where it came from, or why there is none."""
+
+    backend: str
+    dsn: str | None
+    source: str  # "embedded", "dsn", "container" or "unavailable"
+    why: str = ""
+
+    @property
+    def available(self) -> bool:
+        return self.source != "unavailable"
+
+
+def docker_reachable(timeout: float = 3.0) -> tuple[bool, str]:
+    """(True, "") when a Docker engine answers a ping, else (False, why)."""
+    try:
+        import docker
+    except ImportError as exc:
+        return False, f"the docker SDK is not installed ({exc}); pip install 'poolkit[containers]'"
+    try:
+        client = docker.from_env(timeout=int(max(1, timeout)))
+        client.ping()
+        client.close()
+    except Exception as exc:
+        return False, f"no Docker engine is reachable ({type(exc).__name__}: {exc})"
+    return True, ""
+
+
+def _container_dsn(backend: str, container: Any) -> str:
+    if backend == "postgres":
+        url: str = container.get_connection_url()
+        # testcontainers gives a SQLAlchemy URL (postgresql+psycopg2://); libpq wants plain
+        return url.replace("postgresql+psycopg2://", "postgresql://", 1)
+    if backend == "mysql":
+        host = container.get_container_host_ip()
+        port = container.get_exposed_port(3306)
+        return f"mysql://root:{container.root_password}@{host}:{port}/{container.dbname}"
+    host = container.get_container_host_ip()
+    port = container.get_exposed_port(1433)
+    return f"mssql://sa:{container.password}@{host}:{port}/master"
+
+
+@dataclass
+class Resolver:
+    """Resolves backends once per test run; stops the containers it started."""
+
+    dsns: dict[str, str] = field(default_factory=dict)
+    say: Callable[[str], None] = print
+    use_containers: bool = True
+    _cache: dict[str, Resolved] = field(default_factory=dict)
+    _containers: list[Any] = field(default_factory=list)
+    _docker: tuple[bool, str] | None = None
+
+    def resolve(self, backend: str) -> Resolved:
+        if backend not in self._cache:
+            self._cache[backend] = self._resolve(backend)
+        return self._cache[backend]
+
+    def _resolve(self, backend: str) -> Resolved:
+        if backend == "sqlite":
+            return Resolved(backend, None, "embedded")
+        env = ENV_DSN.format(backend.upper())
+        dsn = self.dsns.get(backend) or os.environ.get(env)
+        if dsn:
+            return Resolved(backend, dsn, "dsn")
+        how = f"set {env} or pass --pool-dsn {backend}=DSN"
+        if not self.use_containers:
+            return Resolved(backend, None, "unavailable", f"no DSN for {backend} ({how})")
+        if self._docker is None:
+            self._docker = docker_reachable()
+        ok, why = self._docker
+        if not ok:
+            return Resolved(backend, None, "unavailable", f"no DSN for {backend} ({how}) and {why}")
+        return self._start(backend, how)
+
+    def _start(self, backend: str, how: str) -> Resolved:
+        image, cls_name = CONTAINERS[backend]
+        self.say(f"poolkit conformance: starting {cls_name}({image}) for {backend} ...")
+        try:
+            module = {
+                "postgres": "testcontainers.postgres",
+                "mysql": "testcontainers.mysql",
+                "mssql": "testcontainers.mssql",
+            }[backend]
+            cls = getattr(__import__(module, fromlist=[cls_name]), cls_name)
+            container = cls(image)
+            container.start()
+        except Exception as exc:
+            why = f"{backend} container did not start ({type(exc).__name__}: {exc}); {how}"
+            self.say(f"poolkit conformance: {why}")
+            return Resolved(backend, None, "unavailable", why)
+        self._containers.append(container)
+        dsn = _container_dsn(backend, container)
+        masked = Redactor([dsn])(dsn)
+        self.say(f"poolkit conformance: {backend} container ready at {masked}")
+        return Resolved(backend, dsn, "container")
+
+    def close(self) -> None:
+        for container in reversed(self._containers):
+            try:
+                container.stop()
+            except Exception as exc:  # the run is over; say it and go on
+                self.say(f"poolkit conformance: stopping a container failed: {exc}")
+        self._containers.clear()

@@ -1,0 +1,473 @@
+"""Targets: one database reached through one driver, and the SQL that differs between them.
+
+A backend (``postgres``, ``mysql``, ``mssql``, ``sqlite``) is reached by one or more drivers:
+PostgreSQL by psycopg2, by pyodbc with the PostgreSQL ODBC driver and by psycopg 3 (for the
+psycopg_pool adapter); MariaDB/MySQL by PyMySQL and by pyodbc; SQL Server by pyodbc; SQLite by
+sqlite3 and by poolkit's fake driver. A :class:`Target` knows how to connect, how to write a
+placeholder, and the dialect's statements the checks need (a slow query, a session id, a kill,
+a server-side session count, a statement timeout). Secrets never leave it unmasked.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from .._redact import Redactor
+
+__all__ = ["BACKENDS", "DRIVERS", "Dialect", "Target", "TargetError", "build_target"]
+
+#: Backends and the drivers that reach each, in the order the matrix shows them.
+DRIVERS: dict[str, tuple[str, ...]] = {
+    "sqlite": ("sqlite3", "fake"),
+    "postgres": ("psycopg2", "pyodbc", "psycopg"),
+    "mysql": ("pymysql", "pyodbc"),
+    "mssql": ("pyodbc",),
+}
+BACKENDS: tuple[str, ...] = tuple(DRIVERS)
+
+
+class TargetError(Exception):
+    """A target cannot be built: a driver is missing or a DSN cannot be read (message says)."""
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The statements that differ between databases. Empty means "cannot be done here"."""
+
+    #: a statement that keeps the server busy for ``seconds`` and can be cancelled
+    sleep: Callable[[float], str]
+    #: this session's id on the server
+    session_id: str = ""
+    #: ends session ``pid`` (run from another session)
+    kill: Callable[[int], str] = lambda pid: ""
+    #: makes the session's statements fail after ``ms`` milliseconds
+    statement_timeout: Callable[[int], str] = lambda ms: ""
+    #: whether a running statement was seen for a session (by its id)
+    running: Callable[[int], str] = lambda pid: ""
+    int_pk: str = "INTEGER PRIMARY KEY"
+    text: str = "VARCHAR(200)"
+    #: lock a row for update
+    lock_row: str = "UPDATE {table} SET n = n + 1 WHERE id = {id}"
+    sessions_by_tag: bool = False
+
+
+def _pg_dialect() -> Dialect:
+    return Dialect(
+        sleep=lambda s: f"SELECT pg_sleep({s})",
+        session_id="SELECT pg_backend_pid()",
+        kill=lambda pid: f"SELECT pg_terminate_backend({int(pid)})",
+        statement_timeout=lambda ms: f"SET statement_timeout = {int(ms)}",
+        running=lambda pid: (
+            f"SELECT count(*) FROM pg_stat_activity WHERE pid = {int(pid)} AND state = 'active'"
+        ),
+        sessions_by_tag=True,
+    )
+
+
+def _mysql_dialect() -> Dialect:
+    return Dialect(
+        sleep=lambda s: f"SELECT SLEEP({s})",
+        session_id="SELECT CONNECTION_ID()",
+        kill=lambda pid: f"KILL {int(pid)}",
+        # MariaDB (seconds); MySQL would be max_execution_time (ms, SELECT only)
+        statement_timeout=lambda ms: f"SET SESSION max_statement_time = {ms / 1000:g}",
+        running=lambda pid: (
+            "SELECT count(*) FROM information_schema.PROCESSLIST "
+            f"WHERE ID = {int(pid)} AND COMMAND = 'Query'"
+        ),
+        sessions_by_tag=True,
+    )
+
+
+def _mssql_dialect() -> Dialect:
+    return Dialect(
+        sleep=lambda s: f"WAITFOR DELAY '00:00:{s:06.3f}'",
+        session_id="SELECT @@SPID",
+        kill=lambda pid: f"KILL {int(pid)}",
+        running=lambda pid: (
+            f"SELECT count(*) FROM sys.dm_exec_requests WHERE session_id = {int(pid)}"
+        ),
+        int_pk="INT PRIMARY KEY",
+        text="NVARCHAR(200)",
+        sessions_by_tag=True,
+    )
+
+
+# A query that runs until interrupted: sqlite3 has no sleep, but interrupt() stops this.
+_SQLITE_SPIN = (
+    "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c LIMIT {n}) "
+    "SELECT count(*) FROM c"
+)
+
+
+def _sqlite_dialect(fake: bool) -> Dialect:
+    if fake:
+        return Dialect(
+            sleep=lambda s: f"SELECT sleep({s})",
+            session_id="SELECT connection_id()",
+            kill=lambda pid: f"SELECT kill_connection({int(pid)})",
+        )
+    return Dialect(sleep=lambda s: _SQLITE_SPIN.format(n=int(s * 20_000_000)))
+
+
+@dataclass(frozen=True)
+class Target:
+    """One backend through one driver."""
+
+    backend: str
+    driver: str
+    module: Any
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    paramstyle: str
+    dialect: Dialect
+    #: where the database came from: "embedded", "dsn" or "container"
+    source: str
+    secrets: tuple[str, ...] = ()
+    #: set up connect arguments that mark sessions with a tag (for server-side counts)
+    tagger: Callable[[str], tuple[tuple[Any, ...], dict[str, Any], str]] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.backend}-{self.driver}"
+
+    def redact(self, text: str) -> str:
+        return Redactor(self.args, self.kwargs, self.secrets)(text)
+
+    def __repr__(self) -> str:
+        return f"<Target {self.id} ({self.source})>"
+
+    def connect(self) -> Any:
+        """A plain driver connection, for setting up and inspecting from the check's side."""
+        return self.module.connect(*self.args, **self.kwargs)
+
+    def q(self, n: int = 0, name: str | None = None) -> str:
+        """The placeholder for parameter ``n`` (0-based) in the driver's paramstyle."""
+        style = self.paramstyle
+        if style == "qmark":
+            return "?"
+        if style == "numeric":
+            return f":{n + 1}"
+        if style == "named":
+            return f":{name or f'p{n}'}"
+        if style == "pyformat" and name is not None:
+            return f"%({name})s"
+        return "%s"
+
+    def run(self, sql: str, params: Any = None) -> list[Any]:
+        """Run one statement on a fresh plain connection, commit, return the rows."""
+        raw = self.connect()
+        try:
+            cur = raw.cursor()
+            if params is None:
+                cur.execute(sql)
+            else:
+                cur.execute(sql, params)
+            rows = [tuple(r) for r in cur.fetchall()] if cur.description is not None else []
+            raw.commit()
+            return rows
+        finally:
+            raw.close()
+
+    @contextmanager
+    def table(self, columns: str) -> Iterator[str]:
+        """A fresh table for one check, dropped afterwards."""
+        name = f"pkc_{uuid.uuid4().hex[:12]}"
+        self.run(f"CREATE TABLE {name} ({columns})")
+        try:
+            yield name
+        finally:
+            self.run(f"DROP TABLE {name}")
+
+    @contextmanager
+    def tagged(self) -> Iterator[tuple[tuple[Any, ...], dict[str, Any], str]]:
+        """Connect arguments that mark sessions, and SQL counting the marked sessions."""
+        if self.tagger is None:
+            raise TargetError(f"{self.id} cannot count its sessions on the server")
+        tag = f"pkc_{uuid.uuid4().hex[:12]}"
+        args, kwargs, count_sql = self.tagger(tag)
+        if self.backend in ("mysql", "mssql"):
+            self.run(f"CREATE DATABASE {tag}")
+        try:
+            yield args, kwargs, count_sql
+        finally:
+            if self.backend in ("mysql", "mssql"):
+                self.run(f"DROP DATABASE {tag}")
+
+
+# ----- DSNs ------------------------------------------------------------------------------
+
+
+def _url(dsn: str, schemes: tuple[str, ...], what: str) -> dict[str, Any]:
+    parts = urlsplit(dsn)
+    if parts.scheme not in schemes:
+        raise TargetError(f"{what} DSN must look like {schemes[0]}://user:password@host:port/db")
+    return {
+        "host": parts.hostname or "127.0.0.1",
+        "port": parts.port,
+        "user": unquote(parts.username or ""),
+        "password": unquote(parts.password or ""),
+        "database": parts.path.lstrip("/"),
+    }
+
+
+def _pg_parts(dsn: str) -> dict[str, Any]:
+    try:
+        from psycopg2.extensions import parse_dsn
+    except ImportError:  # pragma: no cover - psycopg2 is a test dependency
+        parse_dsn = None
+    if parse_dsn is not None:
+        try:
+            parts: dict[str, Any] = parse_dsn(dsn)
+        except Exception as exc:
+            raise TargetError(f"cannot read the PostgreSQL DSN: {type(exc).__name__}") from None
+        return parts
+    if dsn.startswith(("postgres://", "postgresql://")):
+        url = _url(dsn, ("postgresql", "postgres"), "PostgreSQL")
+        return {
+            "host": url["host"],
+            "port": url["port"],
+            "user": url["user"],
+            "password": url["password"],
+            "dbname": url["database"],
+        }
+    return dict(re.findall(r"(\w+)\s*=\s*('[^']*'|\S+)", dsn))
+
+
+def _odbc_driver(*needles: str) -> str:
+    try:
+        import pyodbc
+    except ImportError as exc:
+        raise TargetError(f"pyodbc is not installed ({exc})") from None
+    for name in pyodbc.drivers():
+        if any(n.lower() in name.lower() for n in needles) and "ansi" not in name.lower():
+            return str(name)
+    raise TargetError(
+        f"no ODBC driver for {'/'.join(needles)} is installed "
+        f"(found: {', '.join(pyodbc.drivers()) or 'none'}); on Debian: apt-get install "
+        "unixodbc odbc-postgresql odbc-mariadb"
+    )
+
+
+def _odbc_string(**items: Any) -> str:
+    return ";".join(f"{k}={{{v}}}" if k == "DRIVER" else f"{k}={v}" for k, v in items.items())
+
+
+def _import(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise TargetError(f"driver {name} is not installed ({exc})") from None
+
+
+def build_target(backend: str, driver: str, dsn: str | None, source: str, tmp: str) -> Target:
+    """The target for a backend reached by a driver, from a DSN (None for embedded SQLite)."""
+    if backend == "sqlite":
+        return _sqlite(driver, tmp)
+    if dsn is None:
+        raise TargetError(f"{backend} needs a DSN")
+    if backend == "postgres":
+        return _postgres(driver, dsn, source)
+    if backend == "mysql":
+        return _mysql(driver, dsn, source)
+    if backend == "mssql":
+        return _mssql(driver, dsn, source)
+    raise TargetError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+
+
+def _sqlite(driver: str, tmp: str) -> Target:
+    if driver == "sqlite3":
+        import sqlite3
+
+        path = f"{tmp}/conformance-{uuid.uuid4().hex[:8]}.db"
+        return Target(
+            "sqlite",
+            "sqlite3",
+            sqlite3,
+            (path,),
+            {"timeout": 10.0},
+            "qmark",
+            _sqlite_dialect(fake=False),
+            "embedded",
+        )
+    if driver == "fake":
+        from poolkit.fakes import FakeDriver
+
+        return Target(
+            "sqlite",
+            "fake",
+            FakeDriver(),
+            (),
+            {},
+            "qmark",
+            _sqlite_dialect(fake=True),
+            "embedded",
+            tagger=_fake_tagger,
+        )
+    raise TargetError(f"sqlite is reached by sqlite3 or fake, not {driver!r}")
+
+
+def _fake_tagger(tag: str) -> tuple[tuple[Any, ...], dict[str, Any], str]:
+    # Each fake target is a fresh driver: all its sessions but the counting one are the pool's.
+    return (), {}, "SELECT open_connections() - 1"
+
+
+def _postgres(driver: str, dsn: str, source: str) -> Target:
+    parts = _pg_parts(dsn)
+    secrets = (str(parts["password"]),) if parts.get("password") else ()
+    count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{tag}'"
+    if driver in ("psycopg2", "psycopg"):
+        module = _import(driver)
+
+        def tagger(tag: str) -> tuple[tuple[Any, ...], dict[str, Any], str]:
+            return (dsn,), {"application_name": tag}, count.format(tag=tag)
+
+        kwargs: dict[str, Any] = {} if driver == "psycopg2" else {"autocommit": False}
+        return Target(
+            "postgres",
+            driver,
+            module,
+            (dsn,),
+            kwargs,
+            "pyformat",
+            _pg_dialect(),
+            source,
+            secrets,
+            tagger,
+        )
+    if driver == "pyodbc":
+        module = _import("pyodbc")
+        items = {
+            "DRIVER": _odbc_driver("PostgreSQL"),
+            "SERVER": parts.get("host") or "127.0.0.1",
+            "PORT": parts.get("port") or 5432,
+            "DATABASE": parts.get("dbname") or "postgres",
+            "UID": parts.get("user") or "",
+            "PWD": parts.get("password") or "",
+        }
+        conn_str = _odbc_string(**items)
+
+        def odbc_tagger(tag: str) -> tuple[tuple[Any, ...], dict[str, Any], str]:
+            tagged = f"{conn_str};pqopt={{application_name={tag}}}"
+            return (tagged,), {}, count.format(tag=tag)
+
+        return Target(
+            "postgres",
+            "pyodbc",
+            module,
+            (conn_str,),
+            {},
+            "qmark",
+            _pg_dialect(),
+            source,
+            secrets,
+            odbc_tagger,
+        )
+    raise TargetError(f"postgres is reached by {', '.join(DRIVERS['postgres'])}, not {driver!r}")
+
+
+def _mysql(driver: str, dsn: str, source: str) -> Target:
+    url = _url(dsn, ("mysql", "mariadb", "mysql+pymysql"), "MySQL")
+    secrets = (url["password"],) if url["password"] else ()
+    count = "SELECT count(*) FROM information_schema.PROCESSLIST WHERE DB = '{tag}'"
+    if driver == "pymysql":
+        module = _import("pymysql")
+        kwargs = {
+            "host": url["host"],
+            "port": url["port"] or 3306,
+            "user": url["user"] or "root",
+            "password": url["password"],
+            "database": url["database"] or "test",
+            "connect_timeout": 5,
+        }
+
+        def tagger(tag: str) -> tuple[tuple[Any, ...], dict[str, Any], str]:
+            return (), {**kwargs, "database": tag}, count.format(tag=tag)
+
+        return Target(
+            "mysql",
+            "pymysql",
+            module,
+            (),
+            kwargs,
+            "pyformat",
+            _mysql_dialect(),
+            source,
+            secrets,
+            tagger,
+        )
+    if driver == "pyodbc":
+        module = _import("pyodbc")
+        base = {
+            "DRIVER": _odbc_driver("MariaDB", "MySQL"),
+            "SERVER": url["host"],
+            "PORT": url["port"] or 3306,
+            "UID": url["user"] or "root",
+            "PWD": url["password"],
+        }
+        conn_str = _odbc_string(**base, DATABASE=url["database"] or "test")
+
+        def odbc_tagger(tag: str) -> tuple[tuple[Any, ...], dict[str, Any], str]:
+            return (_odbc_string(**base, DATABASE=tag),), {}, count.format(tag=tag)
+
+        return Target(
+            "mysql",
+            "pyodbc",
+            module,
+            (conn_str,),
+            {},
+            "qmark",
+            _mysql_dialect(),
+            source,
+            secrets,
+            odbc_tagger,
+        )
+    raise TargetError(f"mysql is reached by {', '.join(DRIVERS['mysql'])}, not {driver!r}")
+
+
+def _mssql(driver: str, dsn: str, source: str) -> Target:
+    if driver != "pyodbc":
+        raise TargetError(f"mssql is reached by pyodbc, not {driver!r}")
+    module = _import("pyodbc")
+    if dsn.lower().startswith(("driver=", "dsn=")):
+        conn_str = dsn
+        secrets = tuple(re.findall(r"(?i)\bpwd=([^;]+)", dsn))
+        base = None
+    else:
+        url = _url(dsn, ("mssql", "sqlserver"), "SQL Server")
+        secrets = (url["password"],) if url["password"] else ()
+        base = {
+            "DRIVER": _odbc_driver("SQL Server"),
+            "SERVER": f"{url['host']},{url['port'] or 1433}",
+            "UID": url["user"] or "sa",
+            "PWD": url["password"],
+            "TrustServerCertificate": "yes",
+        }
+        conn_str = _odbc_string(**base, DATABASE=url["database"] or "master")
+    count = "SELECT count(*) FROM sys.dm_exec_sessions WHERE DB_NAME(database_id) = '{tag}'"
+
+    def tagger(tag: str) -> tuple[tuple[Any, ...], dict[str, Any], str]:
+        if base is None:
+            raise TargetError("an ODBC connection string DSN cannot be tagged")
+        return (_odbc_string(**base, DATABASE=tag),), {}, count.format(tag=tag)
+
+    return Target(
+        "mssql",
+        "pyodbc",
+        module,
+        (conn_str,),
+        {},
+        "qmark",
+        _mssql_dialect(),
+        source,
+        secrets,
+        tagger,
+    )
