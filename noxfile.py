@@ -1,15 +1,28 @@
-"""Sessions: lint, typecheck, tests on every Python, and the suite against each database."""
+"""Sessions: lint, typecheck, tests on every Python, the suite against each database, and the
+conformance matrix (backend x driver). ``nox -l`` lists them all."""
 
 from __future__ import annotations
 
 import os
+import shutil
 
 import nox
 
 PYTHON_VERSIONS = ["3.10", "3.11", "3.12", "3.13"]
 BACKENDS = ["sqlite", "postgres", "mysql"]
+# The conformance matrix: every backend with every driver that reaches it.
+CONFORMANCE = [
+    ("sqlite", "sqlite3"),
+    ("sqlite", "fake"),
+    ("postgres", "psycopg2"),
+    ("postgres", "pyodbc"),
+    ("postgres", "psycopg"),
+    ("mysql", "pymysql"),
+    ("mysql", "pyodbc"),
+    ("mssql", "pyodbc"),
+]
 # Server-backed sessions read their DSNs from the environment, like the test suite does.
-DSN_VARS = ("POOLKIT_POSTGRES_DSN", "POOLKIT_MYSQL_DSN")
+DSN_VARS = ("POOLKIT_POSTGRES_DSN", "POOLKIT_MYSQL_DSN", "POOLKIT_MSSQL_DSN")
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
@@ -52,3 +65,30 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over poolkit, tests, examples and this file."""
     session.install("-e", ".[test,lint]")
     session.run("mypy")
+
+
+@nox.session(python="3.11", default=False)
+@nox.parametrize(
+    ("db", "driver"), CONFORMANCE, ids=[f"{db}-{driver}" for db, driver in CONFORMANCE]
+)
+def conformance(session: nox.Session, db: str, driver: str) -> None:
+    """``pytest --pool-conformance`` on one backend through one driver (it must be reachable)."""
+    env = _env()
+    if db != "sqlite" and f"POOLKIT_{db.upper()}_DSN" not in env and not shutil.which("docker"):
+        session.skip(
+            f"{db}: set POOLKIT_{db.upper()}_DSN, or run where a Docker engine can start "
+            "a testcontainers container"
+        )
+    session.install("-e", ".[test,containers]")
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "--pool-conformance",
+        f"--pool-backend={db}",
+        f"--pool-driver={driver}",
+        f"--pool-require={db}",
+        f"--pool-report=reports/conformance-{db}-{driver}",
+        *session.posargs,
+        env=env,
+    )
