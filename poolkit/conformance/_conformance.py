@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -289,6 +290,11 @@ class _ConformancePlugin:
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self.state.resolver.close()
+        for target in self.state._targets.values():
+            close = getattr(getattr(target, "module", None), "close", None)
+            if isinstance(target, Target) and target.driver == "fake" and callable(close):
+                close()  # the fake driver's database
+        shutil.rmtree(self.state.tmp, ignore_errors=True)
 
 
 def _loop_of(item: pytest.Item) -> str | None:
