@@ -2,8 +2,8 @@
 
 Options (each with an environment twin):
 
-- ``--pool-conformance`` (``POOLKIT_CONFORMANCE=1``): run the suite. Without explicit paths only
-  the suite runs; with paths, the suite is added to them.
+- ``--pool-conformance`` (``POOLKIT_CONFORMANCE=1``): run the suite. Without paths on the
+  command line the suite runs; with paths those run, and they may import the checks.
 - ``--pool-backend LIST`` (``POOLKIT_BACKENDS``): sqlite, postgres, mysql, mssql (default: all;
   the unreachable ones are skipped with the reason).
 - ``--pool-dsn NAME=DSN`` (``POOLKIT_POSTGRES_DSN``, ``POOLKIT_MYSQL_DSN``,
@@ -230,10 +230,10 @@ def configure(config: pytest.Config) -> None:
     )
     config.stash[STATE] = state
     config.pluginmanager.register(_ConformancePlugin(state), "poolkit-conformance")
+    # Without paths on the command line, the suite is what runs; with paths, they run (and
+    # may import the checks: ``from poolkit.conformance.suite.test_pep249 import *``).
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args[:] = [str(SUITE)]
-    elif str(SUITE) not in config.args:
-        config.args.append(str(SUITE))
 
 
 class _ConformancePlugin:
@@ -347,6 +347,8 @@ def _short(rep: pytest.TestReport) -> str:
 @pytest.fixture
 def pool_case(request: pytest.FixtureRequest) -> Case:
     """The case under check; skips (or fails, when required) if its target is unavailable."""
+    if not hasattr(request, "param"):
+        pytest.skip("conformance checks run with --pool-conformance")
     case: Case = request.param
     state: Conformance = request.config.stash[STATE]
     target = state.target(case.backend, case.driver)
