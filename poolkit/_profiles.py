@@ -229,9 +229,14 @@ SQLITE3 = DriverProfile(
 # ----- pyodbc ----------------------------------------------------------------------------
 
 
+# 08xxx connection exceptions; PostgreSQL's 57P01-57P03 (session terminated, server shutting
+# down or starting) as psqlODBC reports them; 01002 disconnect error; HYT01 connect timeout.
+_ODBC_DISCONNECT_STATES = ("08", "57P01", "57P02", "57P03", "01002", "HYT01")
+
+
 def _odbc_disconnect(exc: BaseException, raw: Raw | None, driver: Any) -> bool:
     state = exc.args[0] if exc.args else None
-    if isinstance(state, str) and (state.startswith("08") or state in {"01002", "HYT01"}):
+    if isinstance(state, str) and state.startswith(_ODBC_DISCONNECT_STATES):
         return True
     return _generic_disconnect(exc, raw, driver)
 

@@ -208,3 +208,18 @@ async def test_cursors_are_closed_on_return_without_a_reset() -> None:
             cur = await conn.execute("SELECT count(*) FROM pg_cursors")
             assert await cur.fetchone() == (0,)
         del kept
+
+
+def test_pyodbc_profile_sees_a_terminated_postgres_session_as_a_disconnect() -> None:
+    """psqlODBC reports pg_terminate_backend as SQLSTATE 57P01, and its rollback on the dead
+    connection succeeds: unless 57P01 counts as a disconnect, the pool hands the connection
+    out again (found by the conformance check test_session_killed_mid_query)."""
+    from poolkit._profiles import PYODBC
+
+    class OdbcError(Exception):
+        pass
+
+    killed = OdbcError("57P01", "[57P01] FATAL: terminating connection due to administrator")
+    assert PYODBC.is_disconnect(killed, None, object())
+    missing = OdbcError("42P01", '[42P01] ERROR: relation "nope" does not exist')
+    assert not PYODBC.is_disconnect(missing, None, object())

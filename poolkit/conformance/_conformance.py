@@ -14,7 +14,8 @@ Options (each with an environment twin):
 - ``--pool-require LIST`` (``POOLKIT_REQUIRE``): a listed backend that cannot be reached, or a
   case of it that cannot run, fails instead of skipping.
 - ``--pool-report PATH`` (``POOLKIT_REPORT``): write the matrix as Markdown and JSON.
-- ``--pool-no-containers``: never start containers, even when Docker answers.
+- ``--pool-no-containers`` (``POOLKIT_NO_CONTAINERS=1``): never start containers, even when
+  Docker answers.
 """
 
 from __future__ import annotations
@@ -96,8 +97,9 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption(
         "--pool-no-containers",
         action="store_true",
-        default=False,
-        help="never start testcontainers, even when a Docker engine answers",
+        default=os.environ.get("POOLKIT_NO_CONTAINERS", "") not in ("", "0"),
+        help="never start testcontainers, even when a Docker engine answers "
+        "(env POOLKIT_NO_CONTAINERS=1)",
     )
 
 
@@ -167,11 +169,14 @@ class Conformance:
                 self._targets[key] = resolved.why
             else:
                 try:
-                    self._targets[key] = build_target(
-                        backend, driver, resolved.dsn, resolved.source, self.tmp
-                    )
+                    target = build_target(backend, driver, resolved.dsn, resolved.source, self.tmp)
+                    target.connect().close()  # reachable? (once, not a timeout per check)
+                    self._targets[key] = target
                 except TargetError as exc:
                     self._targets[key] = f"{backend} via {driver}: {exc}"
+                except Exception as exc:
+                    why = f"{type(exc).__name__}: {exc}".strip()
+                    self._targets[key] = f"{backend} via {driver} is unreachable ({why})"
         return self._targets[key]
 
 
@@ -317,7 +322,7 @@ def _outcome(rep: pytest.TestReport) -> tuple[Any, str]:
             return "pass", ""
         if rep.skipped and xfail is not None:
             return "not supported", str(xfail).removeprefix("not supported: ")
-        if rep.failed and xfail is not None:  # strict xfail that passed
+        if rep.failed and str(rep.longrepr).startswith("[XPASS(strict)]"):
             return "unexpected pass", "declared not supported, but passed"
         if rep.failed:
             return "fail", _short(rep)

@@ -123,10 +123,10 @@ class Report:
     def write(self, path: str) -> list[Path]:
         """Write ``path`` (Markdown, ``.md`` added when missing) and the JSON beside it."""
         base = Path(path)
-        md = base if base.suffix == ".md" else base.with_suffix(".md")
+        md = base if base.suffix == ".md" else base.with_name(base.name + ".md")
         md.parent.mkdir(parents=True, exist_ok=True)
         md.write_text(self.markdown())
-        js = md.with_suffix(".json")
+        js = md.with_name(md.name.removesuffix(".md") + ".json")
         js.write_text(self.json())
         return [md, js]
 

@@ -8,7 +8,9 @@ is embedded. Container start-up is reported on the terminal as it happens.
 
 from __future__ import annotations
 
+import importlib
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -47,12 +49,19 @@ def docker_reachable(timeout: float = 3.0) -> tuple[bool, str]:
         import docker
     except ImportError as exc:
         return False, f"the docker SDK is not installed ({exc}); pip install 'poolkit[containers]'"
+    host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    if host.startswith("unix://") and not os.path.exists(host.removeprefix("unix://")):
+        return False, f"no Docker engine is reachable ({host.removeprefix('unix://')} is absent)"
+    client = None
     try:
-        client = docker.from_env(timeout=int(max(1, timeout)))
+        # An explicit API version: the client then connects only for the ping.
+        client = docker.from_env(version="1.41", timeout=int(max(1, timeout)))
         client.ping()
-        client.close()
     except Exception as exc:
         return False, f"no Docker engine is reachable ({type(exc).__name__}: {exc})"
+    finally:
+        if client is not None:
+            client.close()
     return True, ""
 
 
@@ -112,9 +121,12 @@ class Resolver:
                 "mysql": "testcontainers.mysql",
                 "mssql": "testcontainers.mssql",
             }[backend]
-            cls = getattr(__import__(module, fromlist=[cls_name]), cls_name)
-            container = cls(image)
-            container.start()
+            with warnings.catch_warnings():
+                # testcontainers 4 warns about its own deprecated decorators on import
+                warnings.simplefilter("ignore", DeprecationWarning)
+                cls = getattr(importlib.import_module(module), cls_name)
+                container = cls(image)
+                container.start()
         except Exception as exc:
             why = f"{backend} container did not start ({type(exc).__name__}: {exc}); {how}"
             self.say(f"poolkit conformance: {why}")

@@ -10,6 +10,7 @@ a server-side session count, a statement timeout). Secrets never leave it unmask
 
 from __future__ import annotations
 
+import copy
 import importlib
 import re
 import uuid
@@ -21,7 +22,15 @@ from urllib.parse import unquote, urlsplit
 
 from .._redact import Redactor
 
-__all__ = ["BACKENDS", "DRIVERS", "Dialect", "Target", "TargetError", "build_target"]
+__all__ = [
+    "BACKENDS",
+    "DRIVERS",
+    "Dialect",
+    "Target",
+    "TargetError",
+    "build_target",
+    "error_codes",
+]
 
 #: Backends and the drivers that reach each, in the order the matrix shows them.
 DRIVERS: dict[str, tuple[str, ...]] = {
@@ -51,11 +60,45 @@ class Dialect:
     statement_timeout: Callable[[int], str] = lambda ms: ""
     #: whether a running statement was seen for a session (by its id)
     running: Callable[[int], str] = lambda pid: ""
+    #: the same, from the driver's own activity view where no SQL shows it (the fake driver):
+    #: ``(driver module, session id) -> statements running``
+    running_view: Callable[[Any, int], int] | None = None
     int_pk: str = "INTEGER PRIMARY KEY"
     text: str = "VARCHAR(200)"
     #: lock a row for update
     lock_row: str = "UPDATE {table} SET n = n + 1 WHERE id = {id}"
     sessions_by_tag: bool = False
+    #: opens a transaction where the driver would not before a SELECT (sqlite3)
+    begin: str = ""
+    #: codes (see :func:`error_codes`) of the error a deadlock victim gets; SQLite, which
+    #: locks the whole database, refuses a lock upgrade that could deadlock with SQLITE_BUSY
+    deadlock_codes: tuple[str, ...] = ()
+    #: codes of the error a statement stopped by ``statement_timeout`` gets
+    timeout_codes: tuple[str, ...] = ()
+
+
+def error_codes(exc: BaseException) -> set[str]:
+    """The codes a driver error carries: SQLSTATE, the server's native number, SQLite's name.
+
+    psycopg2 has ``pgcode``, psycopg ``sqlstate``, PyMySQL the native number in ``args[0]``,
+    pyodbc the SQLSTATE in ``args[0]`` and the native number in its message ("... (1213)
+    (SQLExecDirectW)"), sqlite3 ``sqlite_errorname``. The fake driver repeats SQLite's
+    messages without a code, so "database is locked" reads as ``SQLITE_BUSY``.
+    """
+    codes: set[str] = set()
+    for name in ("pgcode", "sqlstate", "sqlite_errorname"):
+        value = getattr(exc, name, None)
+        if isinstance(value, str) and value:
+            codes.add(value)
+    first = exc.args[0] if exc.args else None
+    if isinstance(first, int) and not isinstance(first, bool):
+        codes.add(str(first))
+    elif isinstance(first, str) and re.fullmatch(r"[0-9A-Z]{5}", first):
+        codes.add(first)
+    codes.update(re.findall(r"\((\d+)\) \(SQL\w+\)", str(exc)))
+    if str(exc).startswith("database is locked"):
+        codes.add("SQLITE_BUSY")
+    return codes
 
 
 def _pg_dialect() -> Dialect:
@@ -68,6 +111,8 @@ def _pg_dialect() -> Dialect:
             f"SELECT count(*) FROM pg_stat_activity WHERE pid = {int(pid)} AND state = 'active'"
         ),
         sessions_by_tag=True,
+        deadlock_codes=("40P01",),
+        timeout_codes=("57014",),
     )
 
 
@@ -78,11 +123,14 @@ def _mysql_dialect() -> Dialect:
         kill=lambda pid: f"KILL {int(pid)}",
         # MariaDB (seconds); MySQL would be max_execution_time (ms, SELECT only)
         statement_timeout=lambda ms: f"SET SESSION max_statement_time = {ms / 1000:g}",
+        # MariaDB Connector/ODBC runs statements as prepared ones: COMMAND is 'Execute'
         running=lambda pid: (
             "SELECT count(*) FROM information_schema.PROCESSLIST "
-            f"WHERE ID = {int(pid)} AND COMMAND = 'Query'"
+            f"WHERE ID = {int(pid)} AND COMMAND IN ('Query', 'Execute')"
         ),
         sessions_by_tag=True,
+        deadlock_codes=("1213",),
+        timeout_codes=("1969",),  # ER_STATEMENT_TIMEOUT
     )
 
 
@@ -97,6 +145,7 @@ def _mssql_dialect() -> Dialect:
         int_pk="INT PRIMARY KEY",
         text="NVARCHAR(200)",
         sessions_by_tag=True,
+        deadlock_codes=("1205",),
     )
 
 
@@ -107,14 +156,24 @@ _SQLITE_SPIN = (
 )
 
 
+def _fake_running(driver: Any, pid: int) -> int:
+    return sum(1 for conn, op, _ in driver.running() if conn == pid and op.startswith("execute"))
+
+
 def _sqlite_dialect(fake: bool) -> Dialect:
     if fake:
         return Dialect(
             sleep=lambda s: f"SELECT sleep({s})",
             session_id="SELECT connection_id()",
             kill=lambda pid: f"SELECT kill_connection({int(pid)})",
+            running_view=_fake_running,
+            deadlock_codes=("SQLITE_BUSY",),  # a transaction is begun before a SELECT too
         )
-    return Dialect(sleep=lambda s: _SQLITE_SPIN.format(n=int(s * 20_000_000)))
+    return Dialect(
+        sleep=lambda s: _SQLITE_SPIN.format(n=int(s * 20_000_000)),
+        begin="BEGIN",
+        deadlock_codes=("SQLITE_BUSY",),
+    )
 
 
 @dataclass(frozen=True)
@@ -146,8 +205,18 @@ class Target:
         return f"<Target {self.id} ({self.source})>"
 
     def connect(self) -> Any:
-        """A plain driver connection, for setting up and inspecting from the check's side."""
-        return self.module.connect(*self.args, **self.kwargs)
+        """A plain driver connection, for setting up and inspecting from the check's side.
+
+        A failure is re-raised as the driver's own class with secrets masked, and without the
+        driver's frames, whose arguments (the DSN) pytest would print.
+        """
+        try:
+            return self.module.connect(*self.args, **self.kwargs)
+        except Exception as exc:
+            masked = copy.copy(exc)
+            masked.args = tuple(self.redact(a) if isinstance(a, str) else a for a in exc.args)
+            error = masked.with_traceback(None)
+        raise error from None
 
     def q(self, n: int = 0, name: str | None = None) -> str:
         """The placeholder for parameter ``n`` (0-based) in the driver's paramstyle."""
@@ -242,23 +311,40 @@ def _pg_parts(dsn: str) -> dict[str, Any]:
     return dict(re.findall(r"(\w+)\s*=\s*('[^']*'|\S+)", dsn))
 
 
+_ODBC_INSTALL = {
+    "PostgreSQL": "apt-get install unixodbc odbc-postgresql",
+    "MariaDB": "apt-get install unixodbc odbc-mariadb",
+    "SQL Server": "Microsoft's msodbcsql18 package (ODBC Driver 18 for SQL Server)",
+}
+
+
 def _odbc_driver(*needles: str) -> str:
     try:
         import pyodbc
     except ImportError as exc:
-        raise TargetError(f"pyodbc is not installed ({exc})") from None
+        raise TargetError(f"pyodbc is not installed or has no unixODBC ({exc})") from None
     for name in pyodbc.drivers():
         if any(n.lower() in name.lower() for n in needles) and "ansi" not in name.lower():
             return str(name)
     raise TargetError(
         f"no ODBC driver for {'/'.join(needles)} is installed "
-        f"(found: {', '.join(pyodbc.drivers()) or 'none'}); on Debian: apt-get install "
-        "unixodbc odbc-postgresql odbc-mariadb"
+        f"(found: {', '.join(pyodbc.drivers()) or 'none'}); install "
+        f"{_ODBC_INSTALL.get(needles[0], 'the database ODBC driver')}"
     )
 
 
+def _odbc_value(value: Any) -> str:
+    text = str(value)
+    if any(c in text for c in ";{}=") or text != text.strip():
+        return "{" + text.replace("}", "}}") + "}"
+    return text
+
+
 def _odbc_string(**items: Any) -> str:
-    return ";".join(f"{k}={{{v}}}" if k == "DRIVER" else f"{k}={v}" for k, v in items.items())
+    """An ODBC connection string; values with separators are braced (ODBC's quoting)."""
+    return ";".join(
+        f"{k}={{{v}}}" if k == "DRIVER" else f"{k}={_odbc_value(v)}" for k, v in items.items()
+    )
 
 
 def _import(name: str) -> Any:

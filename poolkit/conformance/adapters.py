@@ -139,14 +139,16 @@ class PsycopgPoolAdapter:
     """psycopg_pool's ``AsyncConnectionPool`` over psycopg 3: a pool that is not ours.
 
     Declared differences: asyncio only; its ``connection()`` block commits an open transaction
-    when the block ends without error (so "rolled back on return" does not apply); no bound on
-    waiters' count is checked; no per-call timeout.
+    when the block ends without error (so "rolled back on return" does not apply); no per-call
+    timeout. And a caller cancelled by an anyio cancel scope does not stop its statement on the
+    server: psycopg 3.3 catches the first cancellation, awaits its own cancel request, is
+    cancelled again there (anyio re-delivers), and closes the connection without sending the
+    cancel; the statement runs on, and the pool opens a new session meanwhile (plain
+    ``task.cancel()`` and ``asyncio.timeout`` do stop it).
     """
 
     name = "psycopg_pool"
-    capabilities = frozenset(
-        {"acquire_timeout", "cancel_on_caller_cancel", "max_waiting", "pep249_cursor"}
-    )
+    capabilities = frozenset({"acquire_timeout", "max_waiting", "pep249_cursor"})
 
     def supports(self, backend: str, driver: str) -> str | None:
         if driver != "psycopg":
