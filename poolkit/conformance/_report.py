@@ -103,11 +103,20 @@ class Report:
         lines.append("|---|" + "---|" * len(cases))
         for check, cells in self.rows():
             lines.append(f"| {check} | " + " | ".join(cells) + " |")
-        notes = [r for r in self.results if r.outcome != "pass" and r.why]
-        if notes:
+        groups: dict[tuple[str, str, str], list[str]] = {}
+        for r in self.results:
+            if r.outcome != "pass":
+                groups.setdefault((r.case, r.outcome, r.why), []).append(r.check)
+        if groups:
             lines += ["", "## Why not passed", ""]
-            for r in notes:
-                lines.append(f"- **{r.case}** `{r.check}` — {r.outcome}: {r.why}")
+            for (case, outcome, why), checks in groups.items():
+                total = sum(1 for r in self.results if r.case == case)
+                which = (
+                    f"all {total} checks"
+                    if len(checks) == total
+                    else ", ".join(f"`{c}`" for c in checks)
+                )
+                lines.append(f"- **{case}** {outcome}: {why or 'no reason given'} ({which})")
         return "\n".join(lines) + "\n"
 
     def json(self) -> str:

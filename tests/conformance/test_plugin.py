@@ -768,8 +768,11 @@ def test_report_markdown() -> None:
     assert lines[lines.index(header) + 2] == "| test_a[asyncio] | pass | XPASS | skip |"
     assert lines[lines.index(header) + 3] == "| test_b[asyncio] | n/s | FAIL |  |"
     assert "## Why not passed" in lines
-    assert "- **sqlite/fake/poolkit** `test_b[asyncio]` — fail: boom" in lines
-    assert "- **sqlite/fake/poolkit** `test_a[asyncio]` — unexpected pass: y" in lines
+    assert "- **sqlite/fake/poolkit** fail: boom (`test_b[asyncio]`)" in lines
+    assert "- **sqlite/fake/poolkit** unexpected pass: y (`test_a[asyncio]`)" in lines
+    # one line for a reason shared by every check of a case
+    assert any(ln.startswith("- **postgres/psycopg2/poolkit** skip:") for ln in lines)
+    assert any(ln.endswith("(all 1 checks)") for ln in lines)
 
 
 def test_report_json_and_failed() -> None:
