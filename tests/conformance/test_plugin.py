@@ -600,6 +600,7 @@ class _BrokenContainer(_FakeContainer):
 
 def _postgres_module() -> Any:
     """``testcontainers.postgres``, imported quietly (it is deprecated in testcontainers 4.9+)."""
+    pytest.importorskip("testcontainers", reason="the containers extra is not installed")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return importlib.import_module("testcontainers.postgres")
@@ -727,6 +728,7 @@ def test_resolver_starts_a_container_when_warnings_are_errors(
 
 def test_docker_reachable_without_an_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     """(False, why), and nothing left open (a leaked socket fails runs with warnings as errors)."""
+    pytest.importorskip("docker", reason="the containers extra is not installed")
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/poolkit-docker.sock")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
