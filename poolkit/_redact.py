@@ -10,10 +10,15 @@ __all__ = ["Redactor"]
 
 MASK = "***"
 
-SECRET_KEY = re.compile(r"^(password|passwd|pwd|pass|secret|token|api_?key)$", re.IGNORECASE)
+# Connect keyword names that hold secrets: password, sslpassword, wallet_password, pwd,
+# access_token, api_key, client_secret, credentials, auth (a (user, password) pair) ...
+SECRET_KEY = re.compile(
+    r"(password|passwd|pwd|secret|token|api_?key|credential)|^(pass|auth)$", re.IGNORECASE
+)
 # key=value pairs in libpq DSNs and ODBC connection strings, quoted or not
 _KV = re.compile(
-    r"(?i)\b(password|passwd|pwd)\s*=\s*('(?:[^'\\]|\\.)*'|\{[^}]*\}|\"[^\"]*\"|[^\s;]+)"
+    r"(?i)\b(\w*password|passwd|pwd|\w*token|\w*secret)\s*=\s*"
+    r"('(?:[^'\\]|\\.)*'|\{[^}]*\}|\"[^\"]*\"|[^\s;]+)"
 )
 # user:password@host in URLs
 _URL = re.compile(r"(?i)([a-z][a-z0-9+.\-]*://[^:/@\s]*:)([^@\s]+)(@)")
@@ -40,8 +45,13 @@ class Redactor:
         for key, value in (kwargs or {}).items():
             if value is None:
                 continue
-            if SECRET_KEY.match(key):
-                secrets.add(str(value))
+            if SECRET_KEY.search(key):
+                if isinstance(value, (tuple, list)) and value:
+                    secrets.add(str(value[-1]))  # auth=(user, password)
+                else:
+                    secrets.add(
+                        value.decode(errors="replace") if isinstance(value, bytes) else str(value)
+                    )
             elif isinstance(value, str):
                 secrets.update(_values_in(value))
         # Longest first, so a secret containing another is masked whole.

@@ -125,7 +125,14 @@ def load_adapter(spec: str) -> Any:
         factory = getattr(importlib.import_module(module_name), attr)
     except (ImportError, AttributeError) as exc:
         raise pytest.UsageError(f"--pool-under-test {spec}: {exc}") from None
-    adapter = factory()
+    if not callable(factory):
+        raise pytest.UsageError(f"--pool-under-test {spec}: {attr} is not callable")
+    try:
+        adapter = factory()
+    except Exception as exc:
+        raise pytest.UsageError(
+            f"--pool-under-test {spec}: the factory raised {type(exc).__name__}: {exc}"
+        ) from None
     for name in ("name", "capabilities", "supports", "pool"):
         if not hasattr(adapter, name):
             raise pytest.UsageError(
@@ -202,9 +209,24 @@ def configure(config: pytest.Config) -> None:
             f"--pool-driver: unknown {sorted(set(drivers) - known_drivers)}; "
             f"known: {', '.join(sorted(known_drivers))}"
         )
-    required = set(_split(config.getoption("pool_require")) or _env_list("POOLKIT_REQUIRE"))
+    required = set(
+        _split(config.getoption("pool_require"))
+        or _env_list("POOLKIT_REQUIRE")
+        or _env_list("POOLKIT_REQUIRE_BACKENDS")  # the name the test suite uses
+    )
     if required - set(BACKENDS):
         raise pytest.UsageError(f"--pool-require: unknown {sorted(required - set(BACKENDS))}")
+    selected = backends or list(BACKENDS)
+    for name in sorted(required):
+        if name not in selected:
+            raise pytest.UsageError(
+                f"--pool-require {name}, but --pool-backend leaves it out: it would never run"
+            )
+        if drivers and not set(drivers) & set(DRIVERS[name]):
+            raise pytest.UsageError(
+                f"--pool-require {name}, but --pool-driver names none of its drivers "
+                f"({', '.join(DRIVERS[name])}): it would never run"
+            )
     dsns: dict[str, str] = {}
     for item in config.getoption("pool_dsn") or []:
         name, sep, dsn = item.partition("=")
@@ -215,6 +237,9 @@ def configure(config: pytest.Config) -> None:
         dsns[name] = dsn
     specs = _split(config.getoption("pool_under_test")) or _env_list("POOLKIT_POOL_UNDER_TEST")
     adapters = [load_adapter(s) for s in specs] if specs else list(DEFAULT_ADAPTERS)
+    report_path = config.getoption("pool_report")
+    if report_path:
+        _check_writable(report_path)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def say(text: str) -> None:
@@ -228,17 +253,34 @@ def configure(config: pytest.Config) -> None:
         drivers=drivers,
         adapters=adapters,
         required=required,
-        report_path=config.getoption("pool_report"),
+        report_path=report_path,
         resolver=Resolver(
             dsns=dsns, say=say, use_containers=not config.getoption("pool_no_containers")
         ),
     )
+    if not state.cases():
+        raise pytest.UsageError(
+            "no case to run: the drivers "
+            f"{', '.join(drivers)} reach none of the backends {', '.join(state.backends)}, "
+            "or no adapter supports them"
+        )
     config.stash[STATE] = state
     config.pluginmanager.register(_ConformancePlugin(state), "poolkit-conformance")
     # Without paths on the command line, the suite is what runs; with paths, they run (and
     # may import the checks: ``from poolkit.conformance.suite.test_pep249 import *``).
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args[:] = [str(SUITE)]
+
+
+def _check_writable(path: str) -> None:
+    """Fail at once (not after the whole run) when the report cannot be written."""
+    parent = Path(path).expanduser().resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=parent, prefix=".poolkit-", delete=True)
+        probe.close()
+    except OSError as exc:
+        raise pytest.UsageError(f"--pool-report {path}: cannot write there ({exc})") from None
 
 
 class _ConformancePlugin:
@@ -287,6 +329,9 @@ class _ConformancePlugin:
             return
         terminalreporter.write_sep("=", "poolkit conformance matrix")
         terminalreporter.write(report.table())
+        for key, target in self.state._targets.items():
+            if isinstance(target, str):  # why a case could not run, once per case
+                terminalreporter.write_line(f"{key[0]} via {key[1]} could not run: {target}")
         if self.state.report_path:
             paths = report.write(self.state.report_path)
             terminalreporter.write_line(
@@ -322,8 +367,10 @@ def _outcome(rep: pytest.TestReport) -> tuple[Any, str]:
             return "pass", ""
         if rep.skipped and xfail is not None:
             return "not supported", str(xfail).removeprefix("not supported: ")
-        if rep.failed and str(rep.longrepr).startswith("[XPASS(strict)]"):
-            return "unexpected pass", "declared not supported, but passed"
+        text = str(rep.longrepr)
+        if rep.failed and text.startswith("[XPASS(strict)]"):
+            declared = text.removeprefix("[XPASS(strict)]").strip().removeprefix("not supported: ")
+            return "unexpected pass", f"declared not supported ({declared}), but it passed"
         if rep.failed:
             return "fail", _short(rep)
     if rep.skipped and rep.when == "setup":

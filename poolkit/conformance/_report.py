@@ -132,7 +132,9 @@ class Report:
     def write(self, path: str) -> list[Path]:
         """Write ``path`` (Markdown, ``.md`` added when missing) and the JSON beside it."""
         base = Path(path)
-        md = base if base.suffix == ".md" else base.with_name(base.name + ".md")
+        if base.suffix in (".md", ".json"):
+            base = base.with_suffix("")
+        md = base.with_name(base.name + ".md")
         md.parent.mkdir(parents=True, exist_ok=True)
         md.write_text(self.markdown())
         js = md.with_name(md.name.removesuffix(".md") + ".json")
@@ -149,12 +151,13 @@ class Report:
         except ImportError:
             return self.markdown()
         table = Table(title="poolkit conformance", show_lines=False)
-        table.add_column("check")
+        width = max((len(c) for c in self.checks()), default=5)
+        table.add_column("check", no_wrap=True, min_width=width)
         for case in cases:
             table.add_column(escape(case.replace("/", "\n")), justify="center")
         for check, cells in self.rows():
             table.add_row(escape(check), *cells)
-        console = Console(width=max(100, 28 + 14 * len(cases)), record=True)
+        console = Console(width=max(100, width + 8 + 15 * len(cases)), record=True)
         with console.capture() as capture:
             console.print(table)
         text: str = capture.get()

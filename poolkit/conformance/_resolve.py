@@ -34,7 +34,7 @@ class Resolved:
     """A backend's DSN and where it came from, or why there is none."""
 
     backend: str
-    dsn: str | None
+    dsn: str | None = field(repr=False)  # never printed: it may hold a password
     source: str  # "embedded", "dsn", "container" or "unavailable"
     why: str = ""
 
@@ -83,10 +83,10 @@ def _container_dsn(backend: str, container: Any) -> str:
 class Resolver:
     """Resolves backends once per test run; stops the containers it started."""
 
-    dsns: dict[str, str] = field(default_factory=dict)
+    dsns: dict[str, str] = field(default_factory=dict, repr=False)
     say: Callable[[str], None] = print
     use_containers: bool = True
-    _cache: dict[str, Resolved] = field(default_factory=dict)
+    _cache: dict[str, Resolved] = field(default_factory=dict, repr=False)
     _containers: list[Any] = field(default_factory=list)
     _docker: tuple[bool, str] | None = None
 

@@ -26,11 +26,30 @@ __all__ = [
     "BACKENDS",
     "DRIVERS",
     "Dialect",
+    "Masked",
+    "MaskedDict",
     "Target",
     "TargetError",
     "build_target",
     "error_codes",
 ]
+
+
+class Masked(tuple):  # type: ignore[type-arg]
+    """Connect arguments that print masked: pytest shows frame arguments and locals."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<{len(self)} connect argument(s), masked>"
+
+
+class MaskedDict(dict):  # type: ignore[type-arg]
+    """Connect keywords that print masked."""
+
+    def __repr__(self) -> str:
+        return f"<connect keywords {sorted(self)}, values masked>"
+
 
 #: Backends and the drivers that reach each, in the order the matrix shows them.
 DRIVERS: dict[str, tuple[str, ...]] = {
@@ -194,6 +213,10 @@ class Target:
     tagger: Callable[[str], tuple[tuple[Any, ...], dict[str, Any], str]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "args", Masked(self.args))
+        object.__setattr__(self, "kwargs", MaskedDict(self.kwargs))
+
     @property
     def id(self) -> str:
         return f"{self.backend}-{self.driver}"
@@ -266,7 +289,7 @@ class Target:
         if self.backend in ("mysql", "mssql"):
             self.run(f"CREATE DATABASE {tag}")
         try:
-            yield args, kwargs, count_sql
+            yield Masked(args), MaskedDict(kwargs), count_sql
         finally:
             if self.backend in ("mysql", "mssql"):
                 self.run(f"DROP DATABASE {tag}")

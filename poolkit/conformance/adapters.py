@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, Protocol, runtime_checkable
 
-from ._targets import Target
+from ._targets import Masked, MaskedDict, Target
 
 __all__ = [
     "CAPABILITIES",
@@ -111,10 +111,11 @@ class PoolkitAdapter:
     async def pool(self, target: Target, **options: Any) -> AsyncIterator[PoolHandle]:
         import poolkit
 
-        args = options.pop("args", target.args)
-        kwargs = options.pop("kwargs", target.kwargs)
-        options.setdefault("secrets", target.secrets)
-        pool = poolkit.Pool(target.module, *args, connect_kwargs=kwargs, **options)
+        args = Masked(options.pop("args", target.args))
+        kwargs = MaskedDict(options.pop("kwargs", target.kwargs))
+        pool = poolkit.Pool(
+            target.module, *args, connect_kwargs=kwargs, secrets=Masked(target.secrets), **options
+        )
         async with pool:
             yield _PoolkitHandle(pool, pool.stats().max_size)
 
@@ -163,8 +164,8 @@ class PsycopgPoolAdapter:
     async def pool(self, target: Target, **options: Any) -> AsyncIterator[PoolHandle]:
         import psycopg_pool
 
-        args = options.pop("args", target.args)
-        kwargs = dict(options.pop("kwargs", target.kwargs))
+        args = Masked(options.pop("args", target.args))
+        kwargs = MaskedDict(options.pop("kwargs", target.kwargs))
         max_waiting = options.pop("max_waiting", 0)
         pool = psycopg_pool.AsyncConnectionPool(
             args[0] if args else "",

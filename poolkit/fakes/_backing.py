@@ -70,6 +70,7 @@ class Session(Protocol):
     def rollback(self) -> None: ...
     def close(self) -> None: ...
     def interrupt(self) -> None: ...
+    def kill(self) -> None: ...
     @property
     def in_transaction(self) -> bool: ...
 
@@ -137,11 +138,14 @@ class SqliteServer:
             self._owned_dir = tempfile.mkdtemp(prefix="poolkit-fake-", dir=base)
             path = os.path.join(self._owned_dir, "fake.db")
         self.path = path
-        first = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         try:
-            first.execute("PRAGMA journal_mode=WAL")
-        finally:
-            first.close()
+            first = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            try:
+                first.execute("PRAGMA journal_mode=WAL")
+            finally:
+                first.close()
+        except sqlite3.Error as exc:
+            raise PlanError(f"FakeDriver: cannot open the database {path!r}: {exc}") from None
         if self._owned_dir is not None:
             self._finalizer = weakref.finalize(self, shutil.rmtree, self._owned_dir, True)
 
@@ -168,13 +172,18 @@ class SqliteSession:
     ) -> None:
         self.paramstyle = paramstyle
         self.cancelled = threading.Event()
-        raw = sqlite3.connect(
-            server.path,
-            timeout=server.busy_timeout,
-            isolation_level=None,
-            check_same_thread=False,
-        )
-        raw.execute("PRAGMA synchronous=OFF")
+        #: set once the connection is dropped: every later statement stops at once
+        self.killed = threading.Event()
+        try:
+            raw = sqlite3.connect(
+                server.path,
+                timeout=server.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+            raw.execute("PRAGMA synchronous=OFF")
+        except sqlite3.Error as exc:
+            raise _backing_error(exc) from None
 
         def fake_sleep(seconds: float) -> int:
             hooks.sleep_for(float(seconds or 0), self.cancelled)
@@ -204,7 +213,9 @@ class SqliteSession:
             raise _backing_error(exc) from None
 
     def execute(self, sql: str, params: Any, *, many: bool = False) -> Result:
-        self.cancelled.clear()
+        self.cancelled.clear()  # a cancel aims at a running statement, not the next one
+        if self.killed.is_set():
+            self.cancelled.set()
         try:
             if many:
                 seq = list(params)
@@ -251,6 +262,11 @@ class SqliteSession:
     def interrupt(self) -> None:
         self.cancelled.set()
         self.raw.interrupt()
+
+    def kill(self) -> None:
+        """The connection was dropped: stop the running statement and any that follows."""
+        self.killed.set()
+        self.interrupt()
 
     def close(self) -> None:
         self.raw.close()
@@ -351,6 +367,11 @@ class Script:
             if pattern.search(sql):
                 if callable(response) and not isinstance(response, Response):
                     response = response(sql, params)
+                    if not isinstance(response, Response):
+                        raise PlanError(
+                            f"the script responder for {pattern.pattern!r} returned "
+                            f"{response!r}; it must return a Response"
+                        )
                 return response.result()
         raise BackingError("ProgrammingError", f"no scripted response for statement: {sql!r}")
 
@@ -390,6 +411,9 @@ class ScriptSession:
         self._in_tx = False
 
     def interrupt(self) -> None:
+        return None
+
+    def kill(self) -> None:
         return None
 
     def close(self) -> None:

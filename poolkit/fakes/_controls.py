@@ -22,7 +22,7 @@ def mask_connect(args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any
     redact = Redactor(args, kwargs)
 
     def value(key: str, v: Any) -> Any:
-        if SECRET_KEY.match(key):
+        if SECRET_KEY.search(key):
             return MASK  # whatever its type: PyMySQL takes a bytes password
         return redact(v) if isinstance(v, str) else v
 

@@ -97,6 +97,7 @@ class FakeDriver(_dbapi.Exceptions, Controls):
             self, GENERIC, plan, self._clock, CallLog(max_calls), threadsafety, strict_threads
         )
         Controls.__init__(self)
+        self._shut = False
 
     # ----- PEP 249 ----------------------------------------------------------------------
 
@@ -105,12 +106,16 @@ class FakeDriver(_dbapi.Exceptions, Controls):
         return self._core.connect(self._open, mask_connect(args, kwargs))
 
     def _open(self, conn_id: int) -> FakeConnection:
+        if self._shut:
+            raise self.OperationalError("the fake database was closed (FakeDriver.close())")
         conn = FakeConnection(self, conn_id)
         self._remember(conn_id, conn, conn._core)
         return conn
 
     def close(self) -> None:
-        """Drop every connection and remove the database (when the driver made it)."""
+        """Drop every connection and remove the database (when the driver made it); later
+        connects fail with ``OperationalError``."""
+        self._shut = True
         self.drop()
         if isinstance(self._server, SqliteServer):
             self._server.remove()
@@ -137,7 +142,10 @@ class FakeConnection(_dbapi.Exceptions):
     def __init__(self, driver: FakeDriver, conn_id: int) -> None:
         self._driver = driver
         self._id = conn_id
-        self._session = driver._server.open(driver.paramstyle, self)
+        try:
+            self._session = driver._server.open(driver.paramstyle, self)
+        except BackingError as exc:
+            raise _raise_as(driver, exc) from None
         self._autocommit = False
         self._closed = False
         self._cursors = 0
@@ -146,7 +154,7 @@ class FakeConnection(_dbapi.Exceptions):
             conn_id,
             lambda: self._autocommit,
             on_drop=self._session.close,
-            on_interrupt=self._session.interrupt,
+            on_interrupt=self._session.kill,
         )
 
     def sleep_for(self, seconds: float, cancelled: threading.Event) -> None:
@@ -214,10 +222,14 @@ class FakeConnection(_dbapi.Exceptions):
         """Close the connection (rolling back an open transaction). Closing twice is fine."""
         if self._closed:
             return
+        self._core.check_thread()  # misuse raises with the connection left open, as in sqlite3
         self._core.closing()
         try:
             self._core.run("close", None, None, None, self._session.close)
         finally:
+            # Even when the close itself failed (an injected fault), the session goes: a
+            # connection the caller believes closed must not keep the database locked.
+            self._session.close()
             self._closed = True
             self._driver._forget(self.id)
 

@@ -479,7 +479,14 @@ class ConnCore:
                 self.drop()
                 if op != "close":
                     raise driver.dialect.disconnect(driver.module)
-            result = fn()
+            try:
+                result = fn()
+            except Exception:
+                if self.dropped and op != "close":
+                    # Lost mid-call (the test dropped it, or a kill): whatever the interrupted
+                    # backing said, the caller sees the driver's disconnect error.
+                    raise driver.dialect.disconnect(driver.module) from None
+                raise
             if op in ("commit", "rollback"):
                 self.transaction += 1
             if isinstance(rule, Raise) and rule.phase == "after":

@@ -13,7 +13,7 @@ import importlib
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Literal
 
@@ -492,7 +492,9 @@ class Plan:
         unknown = set(data) - {"rules", "seed"}
         if unknown:
             raise PlanError(f"Plan: unknown field(s) {', '.join(sorted(unknown))}")
-        rules: Iterable[Mapping[str, Any]] = data.get("rules", ())
+        rules = data.get("rules", ())
+        if not isinstance(rules, (list, tuple)) or not all(isinstance(r, Mapping) for r in rules):
+            raise PlanError(f"Plan: 'rules' must be a list of rule mappings, got {rules!r}")
         return cls(*(rule_from_dict(r) for r in rules), seed=data.get("seed", 0))
 
     @classmethod

@@ -207,7 +207,8 @@ def rules(
             choices.append(raises(ops=call_ops or _STATEMENT_OPS, sql=sql, max_count=max_count))
         elif kind == "drop":
             drop_ops = tuple(o for o in (call_ops or _STATEMENT_OPS) if o != "connect")
-            choices.append(drops(ops=drop_ops or _STATEMENT_OPS, sql=sql, max_count=max_count))
+            if drop_ops:  # a connection cannot be dropped while connecting
+                choices.append(drops(ops=drop_ops, sql=sql, max_count=max_count))
         elif kind == "hang":
             choices.append(
                 hangs(

@@ -471,6 +471,14 @@ def test_a_dsn_password_never_shows(
             ["--pool-under-test", "useradapters:Bare"],
             "*--pool-under-test useradapters:Bare: the adapter has no 'capabilities'*",
         ),
+        (["--pool-under-test", "os:sep"], "*--pool-under-test os:sep: sep is not callable*"),
+        (["--pool-require", "postgres"], "*--pool-require postgres, but --pool-backend leaves*"),
+        (
+            ["--pool-require", "sqlite", "--pool-driver", "pymysql"],
+            "*--pool-require sqlite, but --pool-driver names none of its drivers*",
+        ),
+        (["--pool-driver", "pymysql"], "*no case to run*pymysql*"),
+        (["--pool-report", "/proc/no/such/report"], "*--pool-report /proc/no/such/report*"),
     ],
     ids=[
         "backend",
@@ -482,6 +490,11 @@ def test_a_dsn_password_never_shows(
         "adapter-no-colon",
         "adapter-no-factory",
         "adapter-lacks-attributes",
+        "adapter-not-callable",
+        "require-filtered-out-backend",
+        "require-filtered-out-drivers",
+        "no-case",
+        "report-not-writable",
     ],
 )
 def test_bad_options_are_usage_errors(
@@ -983,3 +996,11 @@ def test_sqlite_targets(tmp_path: Path) -> None:
     assert type(fake.module).__name__ == "FakeDriver"
     assert (plain.source, fake.source, fake.paramstyle) == ("embedded", "embedded", "qmark")
     fake.module.close()
+
+
+@pytest.mark.parametrize("name", ["out", "out.md", "out.json"])
+def test_report_write_takes_any_of_the_two_suffixes(tmp_path: Path, name: str) -> None:
+    """``--pool-report out.json`` writes out.md and out.json, not out.json.md."""
+    paths = _sample().write(str(tmp_path / name))
+    assert sorted(p.name for p in paths) == ["out.json", "out.md"]
+    assert all(p.exists() for p in paths)
