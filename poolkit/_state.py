@@ -40,6 +40,8 @@ class Slot:
     created_at: float = math.nan
     #: last time the connection was known good (opened, or passed a health check)
     verified_at: float = math.nan
+    #: the pool's disconnect epoch when the slot was opened or last passed a check
+    verified_epoch: int = 0
     expires_at: float = math.inf
     idle_since: float = math.nan
     payload: Any = None
@@ -118,6 +120,9 @@ class PoolState:
         self.closing = 0
         # Connections created at or before this instant are suspect (a disconnect was seen).
         self.invalidated_at = -math.inf
+        # Counts disconnect reports. Suspicion is decided by order, not by clock readings:
+        # a connection opened or checked after a report, at the same clock tick, is fine.
+        self.epoch = 0
 
     # ----- queries ---------------------------------------------------------------------
 
@@ -140,12 +145,19 @@ class PoolState:
         return list(self._idle)
 
     def is_suspect(self, slot: Slot) -> bool:
-        """Not verified since the last disconnect was seen (see :meth:`invalidate`)."""
-        return slot.verified_at <= self.invalidated_at
+        """Not verified since the last disconnect was seen (see :meth:`invalidate`).
+
+        Time decides, and at the same clock reading the order of the calls does: a connection
+        opened or checked after the report, within one clock tick, is not suspect.
+        """
+        if math.isnan(slot.verified_at):  # not connected yet
+            return False
+        return (slot.verified_at, slot.verified_epoch) < (self.invalidated_at, self.epoch)
 
     def verified(self, slot: Slot, now: float) -> None:
         """``slot`` passed a health check at ``now``: no longer suspect."""
         slot.verified_at = now
+        slot.verified_epoch = self.epoch
 
     # ----- acquiring -------------------------------------------------------------------
 
@@ -219,6 +231,7 @@ class PoolState:
         assert slot.state is SlotState.OPENING
         self.opening -= 1
         slot.created_at = slot.verified_at = now
+        slot.verified_epoch = self.epoch
         if self.max_lifetime is not None:
             jitter = 1.0 - self.lifetime_jitter * self._rng.random()
             slot.expires_at = now + self.max_lifetime * jitter
@@ -285,8 +298,11 @@ class PoolState:
         return actions
 
     def invalidate(self, now: float) -> None:
-        """A disconnect was seen: every connection created up to now becomes suspect."""
-        self.invalidated_at = max(self.invalidated_at, now)
+        """A disconnect was seen: every connection opened or checked before this becomes
+        suspect (until it passes a check)."""
+        if now >= self.invalidated_at:  # an older report adds nothing
+            self.invalidated_at = now
+            self.epoch += 1
 
     # ----- maintenance -----------------------------------------------------------------
 

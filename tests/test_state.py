@@ -1179,9 +1179,10 @@ class PoolMachine(RuleBasedStateMachine):
         self.queue: list[FakeWaiter] = []  # active waiters in service order
         self.waiters: list[FakeWaiter] = []  # every waiter ever made
         self.offers: list[Offer] = []
-        self.verified_at: dict[int, float] = {}  # opened, or last passed a health check
+        self.verified_at: dict[int, tuple[float, int]] = {}  # opened, or last passed a health check
         self.ready_at: dict[int, float] = {}
         self.invalidated = -math.inf
+        self.epoch = 0  # disconnect reports so far: order decides at equal clock readings
         self.prev_size = 0
 
     # ----- model plumbing --------------------------------------------------------------
@@ -1321,7 +1322,9 @@ class PoolMachine(RuleBasedStateMachine):
             self._resize(op.min_size, op.max_size)
         elif isinstance(op, Invalidate):
             self.s.invalidate(self.now - op.back)
-            self.invalidated = max(self.invalidated, self.now - op.back)
+            if self.now - op.back >= self.invalidated:  # an older report adds nothing
+                self.invalidated = self.now - op.back
+                self.epoch += 1
         else:
             assert isinstance(op, Close)
             if self.steps >= self.cfg.close_after:
@@ -1402,14 +1405,14 @@ class PoolMachine(RuleBasedStateMachine):
         else:
             assert how == "check_passed"
             self.s.verified(slot, self.now)
-            self.verified_at[slot.id] = self.now
+            self.verified_at[slot.id] = (self.now, self.epoch)
 
     def _opened(self, slot: Slot) -> None:
         size_before, live_before = self._sizes()
         del self.opening[slot.id]
         actions = self.s.opened(slot, self.now)
         assert slot.created_at == self.now
-        self.verified_at[slot.id] = self.now
+        self.verified_at[slot.id] = (self.now, self.epoch)
         lifetime = self.cfg.max_lifetime
         if lifetime is None:
             assert slot.expires_at == math.inf
@@ -1616,7 +1619,7 @@ class PoolMachine(RuleBasedStateMachine):
     @invariant()
     def suspects(self) -> None:
         for slot_id, at in self.verified_at.items():
-            assert self.s.is_suspect(self.slots[slot_id]) == (at <= self.invalidated)
+            assert self.s.is_suspect(self.slots[slot_id]) == (at < (self.invalidated, self.epoch))
         for slot in self.opening.values():
             assert not self.s.is_suspect(slot)
 
