@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, overload
 
 __all__ = ["Call", "CallLog"]
 
@@ -81,8 +82,14 @@ class CallLog:
     def __len__(self) -> int:
         return len(self._calls)
 
-    def __getitem__(self, index: int) -> Call:
+    @overload
+    def __getitem__(self, index: int) -> Call: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Call]: ...
+    def __getitem__(self, index: int | slice) -> Call | list[Call]:
         with self._lock:
+            if isinstance(index, slice):
+                return list(self._calls)[index]
             return self._calls[index]
 
     def __repr__(self) -> str:
@@ -97,12 +104,13 @@ class CallLog:
         outcome: Literal["ok", "error"] | None = None,
         faulted: bool | None = None,
     ) -> list[Call]:
-        """The calls that fit every given filter; ``sql`` is a regex searched case-insensitively."""
-        ops = {op} if isinstance(op, str) else (set(op) if op is not None else None)
+        """The calls that fit every given filter. ``op`` takes names or globs (``"fetch*"``), as
+        rules do; ``sql`` is a regex searched case-insensitively."""
+        ops = [op] if isinstance(op, str) else (list(op) if op is not None else None)
         pattern = re.compile(sql, re.IGNORECASE) if sql is not None else None
         out = []
         for call in self:
-            if ops is not None and call.op not in ops:
+            if ops is not None and not any(fnmatch.fnmatchcase(call.op, o) for o in ops):
                 continue
             if connection is not None and call.connection != connection:
                 continue

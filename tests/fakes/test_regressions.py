@@ -131,3 +131,20 @@ def test_more_secret_spellings_are_masked(
         assert secret not in repr(driver.calls[0].params)
     finally:
         driver.close()
+
+
+def test_call_log_slices_and_filters_with_globs() -> None:
+    """``calls[-2:]`` and ``calls.filter("fetch*")`` work as a user would type them."""
+    driver = FakeDriver()
+    try:
+        cur = driver.connect().cursor()
+        cur.execute("SELECT 1")
+        cur.fetchone()
+        cur.fetchall()
+        last_two = driver.calls[-2:]
+        assert [c.op for c in last_two] == ["fetchone", "fetchall"]
+        assert [c.op for c in driver.calls.filter("fetch*")] == ["fetchone", "fetchall"]
+        assert [c.op for c in driver.calls.filter(("connect", "exec*"))] == ["connect", "execute"]
+        assert driver.calls[0].op == "connect"
+    finally:
+        driver.close()
