@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import pytest
+
 import poolkit
 
 DEFAULT_POSTGRES_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
@@ -180,3 +182,18 @@ def probe(name: str) -> tuple[Backend | None, str]:
         env = f"POOLKIT_{name.upper()}_DSN"
         return None, f"{name} unreachable ({redact.exception(exc)}); set {env} to test it"
     return backend, ""
+
+
+def resolve(name: str, tmp_path: Path) -> Backend:
+    """The backend by name for one test: sqlite and the fake always; a server when reachable,
+    else the test is skipped with the reason (failed when POOLKIT_REQUIRE_BACKENDS names it)."""
+    if name == "sqlite":
+        return sqlite_backend(tmp_path)
+    if name == "fake":
+        return fake_backend()
+    backend, why = probe(name)
+    if backend is None:
+        if name in required_backends():
+            pytest.fail(f"required backend {why} (POOLKIT_REQUIRE_BACKENDS)", pytrace=False)
+        pytest.skip(why)
+    return backend

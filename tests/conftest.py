@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tests.backends import Backend, fake_backend, probe, required_backends, sqlite_backend
+from tests.backends import Backend, resolve, sqlite_backend
 
 ALL_BACKENDS = ("sqlite", "postgres", "mysql")
 
@@ -17,19 +17,6 @@ ALL_BACKENDS = ("sqlite", "postgres", "mysql")
 @pytest.fixture(params=["asyncio", "trio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
-
-
-def _resolve(name: str, tmp_path: Path) -> Backend:
-    if name == "sqlite":
-        return sqlite_backend(tmp_path)
-    if name == "fake":
-        return fake_backend()
-    backend, why = probe(name)
-    if backend is None:
-        if name in required_backends():
-            pytest.fail(f"required backend {why} (POOLKIT_REQUIRE_BACKENDS)", pytrace=False)
-        pytest.skip(why)
-    return backend
 
 
 @pytest.fixture(
@@ -42,7 +29,7 @@ def _resolve(name: str, tmp_path: Path) -> Backend:
 )
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """Each database the suite can reach (sqlite3 and the fake driver always)."""
-    resolved = _resolve(str(request.param), tmp_path)
+    resolved = resolve(str(request.param), tmp_path)
     yield resolved
     if resolved.name == "fake":
         resolved.driver.close()
@@ -57,7 +44,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 )
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     """Databases with sessions that can be killed and statements that can be cancelled."""
-    resolved = _resolve(str(request.param), tmp_path)
+    resolved = resolve(str(request.param), tmp_path)
     yield resolved
     if resolved.name == "fake":
         resolved.driver.close()

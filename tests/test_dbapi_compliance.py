@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import pytest
 
-from tests.backends import Backend, probe, required_backends, sqlite_backend
+from tests.backends import Backend, resolve
 
 Paramstyle = Literal["qmark", "format", "pyformat", "named", "numeric"]
 #: PEP 249 names ProgrammingError for bad SQL; some drivers raise OperationalError instead
@@ -194,22 +194,11 @@ def _fakes() -> Any:
     return importlib.import_module("poolkit.fakes")
 
 
-def _backend(name: str, tmp_path: Path) -> Backend:
-    if name == "sqlite":
-        return sqlite_backend(tmp_path)
-    backend, why = probe(name)
-    if backend is None:
-        if name in required_backends():
-            pytest.fail(f"required backend {why} (POOLKIT_REQUIRE_BACKENDS)", pytrace=False)
-        pytest.skip(why)
-    return backend
-
-
 def _real(
     declare: Callable[[str, Any, Any, Backend], Subject], backend_name: str, *, injected: bool
 ) -> Callable[[Path], Subject]:
     def build(tmp_path: Path) -> Subject:
-        backend = _backend(backend_name, tmp_path)
+        backend = resolve(backend_name, tmp_path)
         real = backend.driver
         if injected:
             # No plan: the wrapper must be transparent, so it is declared exactly like `real`.

@@ -29,7 +29,7 @@ from poolkit.fakes import (
     VirtualClock,
     inject,
 )
-from tests.backends import Backend, probe, required_backends, sqlite_backend
+from tests.backends import Backend, resolve
 
 HANG = 10.0
 
@@ -47,15 +47,7 @@ SESSION_ALIVE_SQL = {
 @pytest.fixture(params=[SQLITE, POSTGRES, MYSQL])
 def real(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     """A real driver and how to reach its database; servers skip (or fail) as in conftest."""
-    name = str(request.param)
-    if name == "sqlite":
-        return sqlite_backend(tmp_path)
-    backend, why = probe(name)
-    if backend is None:
-        if name in required_backends():
-            pytest.fail(f"required backend {why} (POOLKIT_REQUIRE_BACKENDS)", pytrace=False)
-        pytest.skip(why)
-    return backend
+    return resolve(str(request.param), tmp_path)
 
 
 Wrap = Callable[..., tuple[InjectedDriver, InjectedConnection]]
