@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import time
+from typing import Any, TypeVar
 
 __all__ = [
     "BINARY",
@@ -20,6 +21,7 @@ __all__ = [
     "ROWID",
     "STRING",
     "Binary",
+    "CursorIteration",
     "DataError",
     "DatabaseError",
     "Date",
@@ -99,6 +101,35 @@ class Exceptions:
     InternalError = InternalError
     ProgrammingError = ProgrammingError
     NotSupportedError = NotSupportedError
+
+
+_C = TypeVar("_C", bound="CursorIteration")
+
+
+class CursorIteration:
+    """What every cursor of the fakes does alike: iterate with ``fetchone()`` (PEP 249's
+    optional extension) and close at the end of a ``with`` block."""
+
+    def fetchone(self) -> Any:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __iter__(self: _C) -> _C:
+        return self
+
+    def __next__(self) -> Any:
+        row = self.fetchone()
+        if row is None:
+            raise StopIteration
+        return row
+
+    def __enter__(self: _C) -> _C:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 #: PEP 249's exception names, every one an attribute of a PEP 249 module.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Literal
 
@@ -276,7 +276,7 @@ class FakeConnection(_dbapi.Exceptions):
         return self._core.run(op, sql, params, cursor, call)
 
 
-class FakeCursor:
+class FakeCursor(_dbapi.CursorIteration):
     """A cursor of :class:`FakeConnection`; results are read in full at execute."""
 
     def __init__(self, connection: FakeConnection, number: int) -> None:
@@ -377,21 +377,6 @@ class FakeCursor:
     def close(self) -> None:
         self._closed = True
         self._result = None
-
-    def __iter__(self) -> Iterator[tuple[Any, ...]]:
-        return self
-
-    def __next__(self) -> tuple[Any, ...]:
-        row = self.fetchone()
-        if row is None:
-            raise StopIteration
-        return row
-
-    def __enter__(self) -> FakeCursor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return (

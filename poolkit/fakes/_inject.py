@@ -9,12 +9,12 @@ PEP 249 call goes through the plan. Attributes a wrapper does not know (``closed
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from types import TracebackType
 from typing import Any
 
 from ._clock import Clock, RealClock
 from ._controls import Controls, mask_connect
+from ._dbapi import CursorIteration
 from ._engine import ConnCore, DriverCore
 from ._plan import Plan, PlanError
 from ._record import CallLog
@@ -222,7 +222,7 @@ class InjectedConnection:
         return f"<InjectedConnection {self._pk_core.id} {state} of {self._pk_real!r}>"
 
 
-class InjectedCursor:
+class InjectedCursor(CursorIteration):
     """A real cursor behind the plan; unknown attributes reach the real cursor."""
 
     def __init__(self, connection: InjectedConnection, real: Any, number: int) -> None:
@@ -272,19 +272,7 @@ class InjectedCursor:
     def fetchall(self) -> Any:
         return self._run("fetchall", None, None, self._pk_real.fetchall)
 
-    def __iter__(self) -> Iterator[Any]:
-        return self
-
-    def __next__(self) -> Any:
-        row = self.fetchone()
-        if row is None:
-            raise StopIteration
-        return row
-
-    def __enter__(self) -> InjectedCursor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         self._pk_real.close()
 
     def __repr__(self) -> str:
