@@ -211,13 +211,11 @@ class DriverCore:
         self.faults = FaultState(plan)
         self.clock = clock
         self.log = log
-        self.threadsafety = threadsafety
         self.strict_threads = strict_threads and threadsafety < 2
         self._lock = threading.Lock()
         self._attempts = 0
         self._hangs = threading.Condition()
         self._waits: set[_Wait] = set()
-        self.live: dict[int, ConnCore] = {}
 
     # ----- plan -------------------------------------------------------------------------
 
@@ -239,7 +237,7 @@ class DriverCore:
                 self.clock.sleep(decision.latency)
             rule = decision.rule
             if isinstance(rule, Hang):
-                self.hang(rule, None, None)
+                self.hang(rule, None)
             elif isinstance(rule, Refuse):
                 raise self.dialect.refused(self.module)
             elif isinstance(rule, Raise) and rule.phase == "before":
@@ -286,7 +284,7 @@ class DriverCore:
 
     # ----- hangs ------------------------------------------------------------------------
 
-    def hang(self, rule: Hang, conn: ConnCore | None, on_drop: Callable[[], None] | None) -> None:
+    def hang(self, rule: Hang, conn: ConnCore | None) -> None:
         """Block as the rule says; return to run the call, or raise."""
         wait = _Wait(conn.id if conn is not None else None)
         with self._hangs:
@@ -472,7 +470,7 @@ class ConnCore:
                 driver.clock.sleep(decision.latency)
             rule = decision.rule
             if isinstance(rule, Hang):
-                driver.hang(rule, self, None)
+                driver.hang(rule, self)
             elif isinstance(rule, Raise) and rule.phase == "before":
                 raise driver.error(rule, decision.index)
             elif isinstance(rule, Drop) and rule.phase == "before":
