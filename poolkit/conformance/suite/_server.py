@@ -18,9 +18,9 @@ import anyio.to_thread
 
 from poolkit.conformance._targets import Target
 
-from ._support import rows
+from ._support import not_supported, rows
 
-__all__ = ["HANG", "LONG", "Watch", "lacks", "scalar", "serves", "session_of", "until", "watched"]
+__all__ = ["HANG", "LONG", "Watch", "require", "scalar", "serves", "session_of", "until", "watched"]
 
 #: seconds a server-side sleep would run if nothing stopped it
 LONG = 30
@@ -28,8 +28,8 @@ LONG = 30
 HANG = 10.0
 
 
-def lacks(target: Target, *needs: str) -> list[str]:
-    """What of ``needs`` the target cannot do, named as the check reports it."""
+def require(target: Target, *needs: str) -> None:
+    """End the check as "not supported" when the target cannot do all of ``needs``."""
     d = target.dialect
     have = {
         "session_id": bool(d.session_id),
@@ -40,7 +40,9 @@ def lacks(target: Target, *needs: str) -> list[str]:
         "sessions": target.tagger is not None,
     }
     names = {"sessions": "a server-side session count (Target.tagger)"}
-    return [names.get(n, f"dialect.{n}") for n in needs if not have[n]]
+    missing = [names.get(n, f"dialect.{n}") for n in needs if not have[n]]
+    if missing:
+        not_supported(f"{target.id} lacks {', '.join(missing)}")
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, within: float = HANG) -> None:

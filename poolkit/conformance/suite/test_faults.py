@@ -14,8 +14,8 @@ import pytest
 
 from poolkit.conformance._targets import Target, error_codes
 
-from ._server import HANG, LONG, Watch, lacks, scalar, serves, session_of, until, watched
-from ._support import not_supported, rows
+from ._server import HANG, LONG, Watch, require, scalar, serves, session_of, until, watched
+from ._support import rows
 
 pytestmark = pytest.mark.anyio
 
@@ -41,9 +41,7 @@ async def stopped(watch: Watch, pid: int) -> None:
 async def test_session_killed_mid_query(target: Target, adapter: Any) -> None:
     """An administrator kills a pooled session while it runs a long statement: the caller
     gets a driver error at once, the pool replaces the session and leaks none."""
-    missing = lacks(target, "session_id", "kill", "running", "sessions")
-    if missing:
-        not_supported(f"{target.id} lacks {', '.join(missing)}")
+    require(target, "session_id", "kill", "running", "sessions")
     d = target.dialect
     max_size = 2
     async with watched(target) as watch:
@@ -85,9 +83,7 @@ async def test_session_killed_mid_query(target: Target, adapter: Any) -> None:
 async def test_statement_timeout(target: Target, adapter: Any) -> None:
     """A server-side statement timeout stops a long statement with the database's error; the
     same connection and then the pool serve correct results."""
-    missing = lacks(target, "statement_timeout")
-    if missing:
-        not_supported(f"{target.id} lacks {', '.join(missing)}")
+    require(target, "statement_timeout")
     d = target.dialect
     async with adapter.pool(target, min_size=1, max_size=1, timeout=HANG) as pool:
         with anyio.fail_after(HANG):
@@ -117,9 +113,7 @@ async def test_deadlock_has_one_victim(target: Target, adapter: Any) -> None:
     serve on. SQLite locks the whole database, not rows: there both read, then both try to
     write, and SQLite refuses the second upgrade at once (SQLITE_BUSY) rather than let the
     two wait on each other; the first commits."""
-    missing = lacks(target, "deadlock_codes")
-    if missing:
-        not_supported(f"{target.id} lacks {', '.join(missing)}")
+    require(target, "deadlock_codes")
     d = target.dialect
     with target.table(f"id {d.int_pk}, n INTEGER") as table:
         for key in (1, 2):
@@ -179,9 +173,7 @@ async def test_caller_cancel_stops_the_statement_on_the_server(
     if target.driver == "sqlite3":
         await _cancel_in_process(target, adapter)
         return
-    missing = lacks(target, "session_id", "running", "sessions")
-    if missing:
-        not_supported(f"{target.id} lacks {', '.join(missing)}")
+    require(target, "session_id", "running", "sessions")
     d = target.dialect
     max_size = 1
     async with watched(target) as watch:

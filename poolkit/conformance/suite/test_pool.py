@@ -13,8 +13,8 @@ import pytest
 
 from poolkit.conformance._targets import Target
 
-from ._server import HANG, lacks, scalar, serves, until, watched
-from ._support import not_supported, rows
+from ._server import HANG, require, scalar, serves, until, watched
+from ._support import rows
 
 pytestmark = pytest.mark.anyio
 
@@ -50,9 +50,7 @@ async def queued(pool: Any, count: int, what: str) -> None:
 async def test_server_never_sees_more_sessions_than_max_size(target: Target, adapter: Any) -> None:
     """Many tasks hammer a pool of 3 while a separate session counts the pool's sessions on
     the server: never more than max_size, and none left once the pool is closed."""
-    missing = lacks(target, "sessions")
-    if missing:
-        not_supported(f"{target.id} lacks {', '.join(missing)}")
+    require(target, "sessions")
     max_size, workers, rounds = 3, 16, 8
     samples: list[int] = []
     held = held_max = acquired = 0
