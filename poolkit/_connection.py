@@ -140,7 +140,8 @@ class PooledConn:
             finally:
                 done.set()
 
-        run_in_helper_thread(cancel, f"{self.pool.name}-cancel")
+        # close() joins it with the workers, so no poolkit thread outlives the pool.
+        self.pool._retired.append(run_in_helper_thread(cancel, f"{self.pool.name}-cancel"))
 
 
 class AsyncConnection:

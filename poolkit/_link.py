@@ -23,7 +23,12 @@ Raw = Any
 
 class Abandoned(Exception):
     """A job was dropped: the pool closed during a connect's back-off, or the caller of a
-    call gave up before the call started."""
+    call gave up before the call started. ``opened``: a connection was made (and closed)
+    before the job was dropped, so the server saw a session come and go."""
+
+    def __init__(self, message: str, *, opened: bool = False) -> None:
+        super().__init__(message)
+        self.opened = opened
 
 
 #: How long a job waits for a driver cancel still in flight from an earlier, abandoned call,
@@ -186,7 +191,7 @@ class Link:
         raw = connect()
         if stop.is_set():  # the pool closed while the driver was connecting
             _quiet_close(raw)
-            raise Abandoned("pool closed while connecting")
+            raise Abandoned("pool closed while connecting", opened=True)
         self.raw = raw
         if self.driver is None:
             self.driver = _infer_driver(raw)

@@ -427,8 +427,9 @@ class Pool:
                 thread.join(max(0.0, end - time.monotonic()))
             bridge.post(_set_done, fut)
 
-        run_in_helper_thread(join_all, f"{self.name}-join")
+        helper = run_in_helper_thread(join_all, f"{self.name}-join")
         await bridge.wait(fut)
+        helper.join()  # it has only to return: close() leaves no poolkit thread behind
 
     async def __aenter__(self) -> Pool:
         await self.open()
@@ -691,6 +692,9 @@ class Pool:
             self._retire(conn)
             if not isinstance(error, Abandoned):
                 self._connect_failed(conn, error)
+            elif error.opened:  # connected as the pool closed, and closed again at once
+                self._counters.connections_opened += 1
+                self._counters.connections_closed += 1
             self._apply(self._state.open_failed(slot))
             self._notify()
             return

@@ -55,6 +55,13 @@ class Controls:
         with self._conn_lock:
             return self._peak
 
+    @property
+    def concurrent_use(self) -> list[str]:
+        """Each time a call began on a connection while another call was still running on it
+        (a pool sharing one connection between two tasks, say); ``close`` and ``cancel``, which
+        drivers allow from another thread, are not counted. Empty in a correct program."""
+        return list(self._core.overlaps)
+
     def _forget(self, conn_id: int) -> None:
         with self._conn_lock:
             self._live.pop(conn_id, None)

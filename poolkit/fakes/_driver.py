@@ -179,6 +179,17 @@ class FakeConnection(_dbapi.Exceptions):
         return self._closed or self._core.dropped
 
     @property
+    def dropped(self) -> bool:
+        """The connection was lost (a :class:`Drop` rule, ``driver.drop()``, a kill)."""
+        return self._core.dropped
+
+    @property
+    def lost_reported(self) -> bool:
+        """A call on this connection raised the driver's disconnect error, so whoever made it
+        was told the connection is gone (a pool must never hand it out again)."""
+        return self._core.lost_reported
+
+    @property
     def in_transaction(self) -> bool:
         """A transaction is open (a statement ran since the last commit or rollback)."""
         return not self.closed and self._session.in_transaction

@@ -215,6 +215,9 @@ class DriverCore:
         self._lock = threading.Lock()
         self._attempts = 0
         self._hangs = threading.Condition()
+        #: calls that began on a connection while another call ran on it (close and cancel,
+        #: which drivers allow from another thread, are not counted)
+        self.overlaps: list[str] = []
         self._waits: set[_Wait] = set()
 
     # ----- plan -------------------------------------------------------------------------
@@ -423,6 +426,8 @@ class ConnCore:
         self.calls = 0
         self.transaction = 1
         self.dropped = False
+        #: a call raised the driver's disconnect error: its caller was told the link is gone
+        self.lost_reported = False
         self.wait: _Wait | None = None
         self._lock = threading.Lock()
         self._active = 0
@@ -455,8 +460,14 @@ class ConnCore:
             autocommit,
         )
         with self._lock:
+            other = self.current
+            if other is not None and "close" not in (op, other[0]) and op != "cancel":
+                driver.overlaps.append(
+                    f"connection {self.id}: {op} began on {threading.current_thread().name}"
+                    f" while {other[0]} was running"
+                )
             self._active += 1
-        self.current = (op, sql)
+            mine = self.current = (op, sql)
         try:
             self.check_thread()
             if self.dropped:
@@ -496,10 +507,13 @@ class ConnCore:
             return result
         except BaseException as exc:
             call.error = exc
+            if self.dropped and op != "close":
+                self.lost_reported = True
             raise
         finally:
-            self.current = None
             with self._lock:
+                if self.current is mine:
+                    self.current = None
                 self._active -= 1
                 free = self._close_pending and self._active == 0
                 if free:
