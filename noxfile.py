@@ -97,3 +97,56 @@ def conformance(session: nox.Session, db: str, driver: str) -> None:
         *session.posargs,
         env=env,
     )
+
+
+@nox.session(python="3.11", default=False)
+@nox.parametrize("anyio_backend", ["asyncio", "trio"])
+def soak(session: nox.Session, anyio_backend: str) -> None:
+    """The stateful machine, long and random: POOLKIT_SOAK_EXAMPLES cases (default 5000).
+
+    Prints how many cases and steps ran and how many faults were injected, by kind.
+    """
+    session.install("-e", ".[test]")
+    examples = os.environ.get("POOLKIT_SOAK_EXAMPLES", "5000")
+    session.run(
+        "python",
+        "-m",
+        "poolkit.conformance.stateful",
+        f"--examples={examples}",
+        "--steps=50",
+        f"--backend={anyio_backend}",
+        *session.posargs,
+    )
+
+
+# The real-database soak: each backend with the drivers that reach it.
+SOAK_DB = [
+    ("postgres", "psycopg2"),
+    ("postgres", "pyodbc"),
+    ("mysql", "pymysql"),
+    ("mysql", "pyodbc"),
+]
+
+
+@nox.session(python="3.11", default=False)
+@nox.parametrize(("db", "driver"), SOAK_DB, ids=[f"{db}-{driver}" for db, driver in SOAK_DB])
+def soak_db(session: nox.Session, db: str, driver: str) -> None:
+    """Tasks write through the pool while sessions get killed; POOLKIT_SOAK_SECONDS (30).
+
+    Compares rows committed with rows in the table and the server's session count with
+    max_size; fails on any loss, duplicate or excess.
+    """
+    env = _env()
+    if f"POOLKIT_{db.upper()}_DSN" not in env:
+        session.skip(f"{db}: set POOLKIT_{db.upper()}_DSN")
+    session.install("-e", ".[test]")
+    session.run(
+        "python",
+        "-m",
+        "poolkit.conformance.soak_db",
+        f"--backend={db}",
+        f"--driver={driver}",
+        f"--seconds={os.environ.get('POOLKIT_SOAK_SECONDS', '30')}",
+        *session.posargs,
+        env=env,
+    )

@@ -35,10 +35,15 @@ with ``python -m poolkit.conformance.stateful --examples 5000``.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import importlib
+import logging
 import re
+import sys
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
@@ -56,6 +61,7 @@ from hypothesis.stateful import (
     invariant,
     precondition,
     rule,
+    run_state_machine_as_test,
 )
 
 from poolkit.fakes import Drop, FakeDriver, Hang, Latency, Plan, Raise, Refuse, VirtualClock
@@ -135,6 +141,11 @@ class Figures:
     kills: int = 0
     call_errors: int = 0
     faults: Counter[str] = field(default_factory=Counter)
+
+    def reset(self) -> None:
+        """Back to zero (the soak counts each backend on its own)."""
+        fresh = Figures()
+        self.__dict__.update(fresh.__dict__)
 
     def summary(self) -> str:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.faults.items())) or "none"
@@ -244,11 +255,8 @@ class PoolMachine(RuleBasedStateMachine):
     def _finish(self, op: _Op, what: str, limit: float = LIVENESS) -> _Op:
         """Wait for ``op`` to end; failing to end within ``limit`` real seconds is a bug."""
         assert op.future is not None
-        t0 = time.monotonic()
         try:
             op.future.result(timeout=limit)
-            if time.monotonic() - t0 > 0.3:
-                print("SLOW", what, time.monotonic() - t0)
         except TimeoutError:
             raise AssertionError(f"{what} did not return within {limit:g} s") from None
         return op
@@ -833,3 +841,64 @@ def ci_settings(examples: int = 60, steps: int = 30) -> settings:
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         print_blob=True,
     )
+
+
+# ----- the soak: python -m poolkit.conformance.stateful ---------------------------------
+
+
+def _load(spec: str) -> SubjectFactory:
+    """``module:attribute`` -> the factory it names."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise SystemExit(f"--subject wants module:factory, got {spec!r}")
+    module = importlib.import_module(module_name)
+    factory: SubjectFactory = getattr(module, attr)
+    return factory
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the machine long: ``--examples`` random cases per backend; print the figures."""
+    parser = argparse.ArgumentParser(
+        prog="python -m poolkit.conformance.stateful",
+        description="Drive a pool with random steps while the fake driver injects faults.",
+    )
+    parser.add_argument("--examples", type=int, default=2000, help="cases per backend")
+    parser.add_argument("--steps", type=int, default=50, help="most steps per case")
+    parser.add_argument("--backend", default="asyncio,trio", help="comma-separated")
+    parser.add_argument(
+        "--subject",
+        default="poolkit.conformance.stateful:PoolkitSubject",
+        help="module:factory building the pool under test from a PoolSpec",
+    )
+    parser.add_argument(
+        "--derandomize", action="store_true", help="the fixed sequence CI runs, not a new one"
+    )
+    args = parser.parse_args(argv)
+    logging.getLogger("poolkit").setLevel(logging.ERROR)  # reconnect warnings are expected
+    factory = _load(args.subject)
+    failed = False
+    for backend in [b.strip() for b in args.backend.split(",") if b.strip()]:
+        FIGURES.reset()
+        machine = pool_machine(factory, backend=backend)
+        profile = settings(
+            ci_settings(args.examples, args.steps),
+            derandomize=args.derandomize,
+            database=None,
+        )
+        started = time.monotonic()
+        outcome = "passed"
+        try:
+            run_state_machine_as_test(machine, settings=profile)
+        except BaseException as exc:  # report it and go on to the next backend
+            if isinstance(exc, KeyboardInterrupt):
+                raise
+            failed = True
+            outcome = f"FAILED: {type(exc).__name__}"
+            traceback.print_exc()
+        elapsed = time.monotonic() - started
+        print(f"{machine.__name__}: {outcome} in {elapsed:.0f} s; {FIGURES.summary()}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
