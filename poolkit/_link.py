@@ -243,6 +243,7 @@ class Link:
             self.ping(ping)
         if self.in_transaction():
             raw.rollback()
+        self.check_alive()  # a rollback "succeeds" on some lost connections (psqlODBC)
 
     def ping(self, ping: Callable[[Raw], None]) -> None:
         raw = self.raw
@@ -257,7 +258,20 @@ class Link:
         return fn(self.raw, *args)
 
     def method(self, name: str) -> Any:
+        if name == "commit":
+            return self.commit()
         return getattr(self.raw, name)()
+
+    def commit(self) -> None:
+        """Commit, refusing to report success on a connection the driver knows is lost."""
+        self.check_alive()  # lost already: the server has rolled the transaction back
+        self.raw.commit()
+        self.check_alive()  # lost during the commit: its outcome is unknown
+
+    def check_alive(self) -> None:
+        check = self.profile.check_alive if self.profile is not None else None
+        if check is not None and self.raw is not None:
+            check(self.raw, self.driver)
 
     def begin(self) -> bool:
         """Turn autocommit off for an explicit transaction; return whether it was on."""
@@ -269,7 +283,7 @@ class Link:
     def end(self, commit: bool, restore_autocommit: bool) -> None:
         try:
             if commit:
-                self.raw.commit()
+                self.commit()
             else:
                 self.raw.rollback()
         finally:

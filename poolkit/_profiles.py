@@ -9,6 +9,8 @@ which by its nature runs on a helper thread while the worker is blocked in the d
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +87,10 @@ class DriverProfile:
     tx_status_after_error: bool = True
     #: the driver starts transactions only before DML (sqlite3): BEGIN before a savepoint
     explicit_begin: bool = False
+    #: (raw connection, driver module) -> raise the driver's disconnect error if the driver
+    #: already knows, without a round trip, that the connection is lost. Run around commits
+    #: and after resets, for drivers whose commit can succeed on a lost connection.
+    check_alive: Callable[[Raw, Any], None] | None = None
 
 
 # ----- psycopg2 --------------------------------------------------------------------------
@@ -250,11 +256,65 @@ def _odbc_in_tx(raw: Raw) -> bool | None:
     return False if getattr(raw, "autocommit", False) else None
 
 
+_SQL_ATTR_CONNECTION_DEAD = 1209
+_odbc_attr: Any = None  # SQLGetConnectAttr from the driver manager; False when unavailable
+
+
+def _odbc_get_connect_attr() -> Any:
+    global _odbc_attr
+    if _odbc_attr is None:
+        _odbc_attr = False
+        for name in ("odbc", "iodbc", "odbc32"):
+            path = ctypes.util.find_library(name)
+            if path is None:
+                continue
+            try:
+                fn = ctypes.CDLL(path).SQLGetConnectAttr
+            except (OSError, AttributeError):
+                continue
+            fn.argtypes = [
+                ctypes.c_void_p,
+                ctypes.c_int32,
+                ctypes.c_void_p,
+                ctypes.c_int32,
+                ctypes.c_void_p,
+            ]
+            fn.restype = ctypes.c_int16
+            _odbc_attr = fn
+            break
+    return _odbc_attr
+
+
+def _odbc_check_alive(raw: Raw, driver: Any) -> None:
+    """Raise 08S01 when the ODBC driver has marked the connection dead.
+
+    psqlODBC does so silently, for instance when closing a cursor meets the server's
+    "terminating connection" message, and its SQLEndTran then returns success without
+    committing anything: the caller would lose a transaction it was told was committed.
+    SQL_ATTR_CONNECTION_DEAD is read locally by the driver, with no round trip.
+    """
+    fn = _odbc_get_connect_attr()
+    hdbc = getattr(raw, "hdbc", None)
+    if not fn or hdbc is None:
+        return
+    value = ctypes.c_uint32(0)
+    if fn(hdbc, _SQL_ATTR_CONNECTION_DEAD, ctypes.byref(value), 0, None) not in (0, 1):
+        return  # SQL_SUCCESS or SQL_SUCCESS_WITH_INFO; anything else: the driver cannot say
+    if value.value == 1:  # SQL_CD_TRUE
+        error = getattr(driver, "OperationalError", None) or RuntimeError
+        raise error(
+            "08S01",
+            "[08S01] the ODBC driver reports this connection dead (SQL_ATTR_CONNECTION_DEAD); "
+            "its transaction did not commit, or its outcome is unknown (poolkit)",
+        )
+
+
 PYODBC = DriverProfile(
     name="pyodbc",
     is_disconnect=_odbc_disconnect,
     cancel=_odbc_cancel,
     in_transaction=_odbc_in_tx,
+    check_alive=_odbc_check_alive,
 )
 
 

@@ -8,12 +8,14 @@ so the tests force the interleaving with hangs the fake driver holds until relea
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import anyio
 import pytest
 
 from poolkit import Pool
 from poolkit.fakes import FakeDriver, Hang, Plan, VirtualClock
+from tests.backends import resolve
 
 pytestmark = pytest.mark.anyio
 
@@ -79,3 +81,46 @@ async def test_close_leaves_no_poolkit_thread_behind(round_: int) -> None:
         assert pool_threads(pool) == []
     finally:
         driver.close()
+
+
+# ----- found by the real-database soak (python -m poolkit.conformance.soak_db) ------------
+
+
+async def test_psqlodbc_commit_on_a_silently_lost_connection_raises(tmp_path: Path) -> None:
+    """soak_db, postgres/pyodbc: ``5 committed rows lost (e.g. [1614, 1924, ...]; written in
+    a session that was killed: {1614: True, ...})`` — about one kill in five cost a commit
+    that had returned.
+
+    psqlODBC marks a connection dead without raising when closing a cursor meets the
+    server's "terminating connection" message (poolkit closes the cursors of collected
+    ``AsyncCursor`` objects quietly before the next call), and its SQLEndTran then returns
+    success without sending COMMIT. The pyodbc profile now reads SQL_ATTR_CONNECTION_DEAD
+    around every commit and after every reset, so the caller gets 08S01 instead.
+    """
+    postgres = resolve("postgres", tmp_path)
+    pytest.importorskip("pyodbc")
+    from poolkit.conformance._targets import TargetError, build_target
+
+    try:
+        target = build_target("postgres", "pyodbc", postgres.args[0], "dsn", str(tmp_path))
+    except TargetError as exc:
+        pytest.skip(str(exc))
+    target.run("DROP TABLE IF EXISTS pk_lost_commit")
+    target.run("CREATE TABLE pk_lost_commit (id INT)")
+    try:
+        async with Pool(target.module, *target.args, min_size=1, max_size=1) as pool:
+            async with pool.connection() as conn:
+                cur = await conn.execute("SELECT pg_backend_pid()")
+                (pid,) = await cur.fetchone()
+                insert = await conn.execute("INSERT INTO pk_lost_commit VALUES (?)", (1,))
+                target.run(f"SELECT pg_terminate_backend({int(pid)})")
+                await insert.close()  # psqlODBC notices the loss here, and says nothing
+                with pytest.raises(target.module.Error) as caught:
+                    await conn.commit()
+                assert caught.value.args[0] in ("08S01", "57P01")
+            assert pool.stats().disconnects >= 1
+            async with pool.connection() as conn:  # a new session, not the dead one
+                cur = await conn.execute("SELECT count(*) FROM pk_lost_commit")
+                assert tuple(await cur.fetchone()) == (0,)
+    finally:
+        target.run("DROP TABLE pk_lost_commit")

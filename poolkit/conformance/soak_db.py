@@ -67,6 +67,9 @@ class SoakResult:
     #: errors of a kind no task should ever see (a pool bug)
     unexpected: list[str] = field(default_factory=list)
     kills: int = 0
+    #: the session each committed row was written in, and the sessions killed (in order)
+    row_sessions: dict[int, Any] = field(default_factory=dict)
+    victims: list[Any] = field(default_factory=list)
     peak_sessions: int = 0
     sessions_after_close: int = -1
     elapsed: float = 0.0
@@ -77,7 +80,12 @@ class SoakResult:
         present = set(self.rows)
         lost = self.committed - present
         if lost:
-            found.append(f"{len(lost)} committed rows lost (e.g. {sorted(lost)[:5]})")
+            example = sorted(lost)[:5]
+            killed = {r: self.row_sessions.get(r) in self.victims for r in example}
+            found.append(
+                f"{len(lost)} committed rows lost (e.g. {example}; written in a session "
+                f"that was killed: {killed})"
+            )
         invented = present - self.committed - self.uncertain
         if invented:
             found.append(f"{len(invented)} rows nobody committed (e.g. {sorted(invented)[:5]})")
@@ -233,6 +241,7 @@ async def _writer(
                 committing = True
                 await conn.commit()
                 result.committed.add(row)
+                result.row_sessions[row] = session
                 committing = False
         except expected as exc:
             result.errors[type(exc).__name__] += 1
@@ -259,6 +268,7 @@ async def _kill_loop(
             victim = rng.choice(seen)
             if await anyio.to_thread.run_sync(killer.kill, victim):
                 result.kills += 1
+                result.victims.append(victim)
 
 
 async def _sample_loop(killer: _Killer, deadline: float, result: SoakResult) -> None:
