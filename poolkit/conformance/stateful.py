@@ -533,9 +533,12 @@ class PoolMachine(RuleBasedStateMachine):
         )
         deadline = time.monotonic() + LIVENESS
         while not op.done and time.monotonic() < deadline:
-            if any(r[0] == holder.raw.id for r in self.driver.running()):
+            if self.driver.hanging_on(holder.raw.id):  # release() and drop() reach it now
                 break
             time.sleep(0.001)
+        else:
+            if not op.done:
+                raise AssertionError(f"a query did not reach the driver within {LIVENESS:g} s")
         self._settle()
 
     @precondition(lambda self: self._is_open())

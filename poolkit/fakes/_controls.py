@@ -127,6 +127,11 @@ class Controls:
         """How many calls are blocked in a :class:`Hang` now."""
         return self._core.hanging
 
+    def hanging_on(self, connection: int) -> bool:
+        """Whether a call of connection ``connection`` is blocked in a :class:`Hang` now
+        (so that :meth:`release` or :meth:`drop` will reach it)."""
+        return self._core.hanging_on(connection)
+
     def wait_for_hang(self, count: int = 1, timeout: float = 5.0) -> bool:
         """Block until ``count`` calls hang (True) or ``timeout`` real seconds pass (False)."""
         return self._core.wait_for_hang(count, timeout)

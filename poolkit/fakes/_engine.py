@@ -325,6 +325,11 @@ class DriverCore:
         with self._hangs:
             return len(self._waits)
 
+    def hanging_on(self, connection: int) -> bool:
+        """Whether a call of ``connection`` is blocked in a :class:`Hang` right now."""
+        with self._hangs:
+            return any(w.connection == connection for w in self._waits)
+
     def wait_for_hang(self, count: int, timeout: float) -> bool:
         with self._hangs:
             return self._hangs.wait_for(lambda: len(self._waits) >= count, timeout)
