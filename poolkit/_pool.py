@@ -465,6 +465,43 @@ class Pool:
         self._apply(self._state.resize(min_size, max_size))
         self._notify()
 
+    async def check(self) -> int:
+        """Ping every connection that is idle now, all at once on their threads; those that
+        fail are discarded (and replaced, down to ``min_size``). Returns how many failed.
+
+        Connections in use are left alone (they are checked when they come back, if a
+        disconnect was seen meanwhile). Callers arriving during the check wait for a
+        checked connection or get a new one, like callers of a busy pool.
+        """
+        if self._bridge is _NOT_OPEN:
+            raise PoolClosed(f"pool {self.name} is not open")
+        if self._closed:
+            raise PoolClosed(f"pool {self.name} is closed")
+        self._bridge.check_current(self.name)
+        taken: list[PooledConn] = []
+        for _ in range(self._state.idle):
+            slot, actions = self._state.checkout(self._clock())
+            if actions:
+                self._apply(actions)
+            if slot is None:
+                break
+            taken.append(slot.payload)
+        results: list[bool] = []
+
+        async def check_one(conn: PooledConn) -> None:
+            try:
+                ok = await self._check(conn)
+            except PoolClosed:  # close(timeout=...) took it meanwhile
+                return
+            results.append(ok)
+            if ok:
+                self._release(conn, handed_out=False)
+
+        async with anyio.create_task_group() as tg:
+            for conn in taken:
+                tg.start_soon(check_one, conn)
+        return results.count(False)
+
     # ----- acquire and release ---------------------------------------------------------
 
     def connection(self, timeout: float | None = _DEFAULT) -> _ConnectionContext:

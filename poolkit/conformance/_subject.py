@@ -32,6 +32,7 @@ CAPABILITIES: dict[str, str] = {
     "max_lifetime": "never hands out a connection older than spec.max_lifetime",
     "rollback_on_return": "a connection released in a transaction is rolled back",
     "check_on_checkout": "an idle connection older than spec.check_idle_after is pinged first",
+    "health_check": "check() pings the idle connections now and replaces the dead ones",
 }
 
 
@@ -104,6 +105,7 @@ class StatefulPool(Protocol):
     def sizes(self) -> Sizes: ...
     def counts(self) -> Counts: ...
     def tick(self) -> None: ...
+    async def check(self) -> None: ...
 
 
 class PoolkitSubject:
@@ -184,3 +186,6 @@ class PoolkitSubject:
 
     def tick(self) -> None:
         self.pool._maintain()
+
+    async def check(self) -> None:
+        await self.pool.check()

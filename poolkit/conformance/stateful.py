@@ -288,6 +288,15 @@ class PoolMachine(RuleBasedStateMachine):
             time.sleep(0.001)
         self._collect()
 
+    def _quiet(self, limit: float) -> None:
+        """With ``sizes``: wait up to ``limit`` s for nothing to be opening or closing."""
+        if "sizes" in self.caps:
+            deadline = time.monotonic() + limit
+            while time.monotonic() < deadline:
+                if self._on_loop(self._subject.sizes).transitional == 0:
+                    break
+                time.sleep(0.001)
+
     def _collect(self) -> None:
         """Take the results of background ops that ended."""
         failure: BaseException | None = None
@@ -578,6 +587,7 @@ class PoolMachine(RuleBasedStateMachine):
     @rule(which=st.integers(0, 7))
     def kill_idle_session(self, which: int) -> None:
         """Kill a session the pool holds idle, as an administrator (or a failover) would."""
+        self._quiet(0.2)  # a connection still opening is not idle yet
         held = {h.raw.id for h in self.holders.values()}
         idle = sorted(
             k for k, c in self.driver.connections.items() if not c.closed and k not in held
@@ -589,16 +599,35 @@ class PoolMachine(RuleBasedStateMachine):
     @precondition(lambda self: self._is_open())
     @rule(seconds=st.sampled_from([1.0, CHECK_IDLE_AFTER + 1, MAX_IDLE + 1, MAX_LIFETIME + 1]))
     def advance_time(self, seconds: float) -> None:
-        if "sizes" in self.caps:  # no connect in flight: its age is then known exactly
-            deadline = time.monotonic() + 1.0
-            while time.monotonic() < deadline:
-                if self._on_loop(self._subject.sizes).transitional == 0:
-                    break
-                time.sleep(0.001)
+        self._quiet(0.2)  # no connect in flight: its age is then known exactly
         self.clock.advance(seconds)
         if "maintenance" in self.caps:
             self._on_loop(self._subject.tick)
         self._settle()
+
+    @precondition(lambda self: self._is_open() and "health_check" in self.caps)
+    @rule()
+    def health_check(self) -> None:
+        """After check(), no idle connection the server has killed is left in the pool."""
+        op = self._call(self._subject.check, what="check()")
+        if op.error is not None and not isinstance(op.error, self.driver.Error):
+            raise op.error
+        self._settle()
+        deadline = time.monotonic() + 2.0  # the discarded ones close on their threads
+        while True:
+            self._collect()
+            held = {h.raw.id for h in self.holders.values()}
+            closes = {c.connection for c in self.driver.calls.filter("close")}
+            left = [
+                k
+                for k, c in self.driver.connections.items()
+                if c.dropped and k not in held and k not in closes
+            ]
+            if not left:
+                break
+            if time.monotonic() > deadline:
+                raise AssertionError(f"check() left killed idle connections {left} in the pool")
+            time.sleep(0.001)
 
     @precondition(lambda self: self._is_open() and "resize" in self.caps)
     @rule(min_size=st.integers(0, 2), extra=st.integers(0, 2))

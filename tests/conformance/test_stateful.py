@@ -131,12 +131,20 @@ class LeavesConnectionsOpen(PoolkitSubject):
         self.stray = spec.driver.connect()
 
 
+class CheckPingsNothing(PoolkitSubject):
+    """Declares a health check that does nothing."""
+
+    async def check(self) -> None:
+        pass
+
+
 MUTANTS = [
     (NoRollbackOnReturn, "inside a transaction|rolled-back transactions are present"),
     (ReusesLostConnections, "a call already reported lost"),
-    (SharesConnections, "handed out to two callers|used by two calls at once"),
+    (SharesConnections, "handed out to two callers|used by two calls at once|while it runs"),
     (OpensTooMany, "fake connections open, max_size"),
     (LeavesConnectionsOpen, "were never closed by the pool"),
+    (CheckPingsNothing, "check\\(\\) left killed idle connections"),
 ]
 
 
