@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -285,6 +286,26 @@ def _odbc_get_connect_attr() -> Any:
     return _odbc_attr
 
 
+def _odbc_handle(raw: Raw) -> Any:
+    """The connection's ODBC handle: ``raw.hdbc`` (pyodbc 5.4+), else read from pyodbc's
+    ``Connection`` struct, whose first field after the object header has been the HDBC in
+    every pyodbc 4 and 5 (checked against ``hdbc`` on 5.5 and by use on 5.3)."""
+    hdbc = getattr(raw, "hdbc", None)
+    if hdbc is not None:
+        return hdbc
+    module = sys.modules.get("pyodbc")
+    version = str(getattr(module, "version", ""))
+    if (
+        module is None
+        or type(raw) is not getattr(module, "Connection", None)
+        or sys.implementation.name != "cpython"
+        or not version.startswith(("4.", "5."))
+    ):
+        return None
+    handle = ctypes.c_void_p.from_address(id(raw) + object.__basicsize__)
+    return handle if handle.value else None
+
+
 def _odbc_check_alive(raw: Raw, driver: Any) -> None:
     """Raise 08S01 when the ODBC driver has marked the connection dead.
 
@@ -294,7 +315,7 @@ def _odbc_check_alive(raw: Raw, driver: Any) -> None:
     SQL_ATTR_CONNECTION_DEAD is read locally by the driver, with no round trip.
     """
     fn = _odbc_get_connect_attr()
-    hdbc = getattr(raw, "hdbc", None)
+    hdbc = _odbc_handle(raw) if fn else None
     if not fn or hdbc is None:
         return
     value = ctypes.c_uint32(0)

@@ -814,9 +814,13 @@ class PoolMachine(RuleBasedStateMachine):
                 self._finish(self._start(_Op("close"), self._subject.close), "close()")
                 self.closed = True
                 self._after_close()
-            for call in self.driver.calls.faults():
-                if call.fault is not None and HANG_MARK not in (call.sql or ""):
+            for call in self.driver.calls:
+                if HANG_MARK in (call.sql or ""):
+                    continue  # the machine's own hangs are not injected faults
+                if call.fault is not None:
                     FIGURES.faults[call.fault.split(" ", 1)[-1].split("(", 1)[0]] += 1
+                elif call.latency > 0:
+                    FIGURES.faults["Latency"] += 1
         finally:
             if self.subject is not None and not self.closed:  # a step failed: clean up
                 self.driver.plan = Plan()
