@@ -150,3 +150,13 @@ def soak_db(session: nox.Session, db: str, driver: str) -> None:
         *session.posargs,
         env=env,
     )
+
+
+@nox.session(python="3.11", default=False)
+def bench(session: nox.Session) -> None:
+    """Side-by-side throughput against the native async pools (local PostgreSQL).
+
+    A first cut (issue 6): ``nox -s bench -- --quick`` for a one-minute run.
+    """
+    session.install("-e", ".[bench]")
+    session.run("python", "benchmarks/bench.py", *session.posargs, env=_env())
