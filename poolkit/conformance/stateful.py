@@ -6,7 +6,9 @@ anyio blocking portal, asyncio or trio), and takes random steps: acquire with an
 timeout, release (in or out of a transaction), queries, inserts, commits and rollbacks, a
 query that hangs in the driver and is then cancelled, released or cut off, a waiting acquire
 cancelled, idle sessions killed behind the pool's back, time moved past the idle and lifetime
-limits, resizes, and fault plans from :mod:`poolkit.fakes.strategies` switched on and off.
+limits, resizes, health checks (``check()``), and fault plans from
+:mod:`poolkit.fakes.strategies` switched on and off; and close, with callers still holding
+connections and others waiting.
 
 After every step it checks what must always hold:
 
@@ -14,8 +16,9 @@ After every step it checks what must always hold:
   records every overlap); with ``thread_affinity``, none is ever touched by a second thread;
 * the server (the fake) never sees more than ``max_size`` open connections, nor does the pool
   count more (after a shrink, once the extra connections came back);
-* a connection handed out is open, not one the pool was told is lost, not in a transaction,
-  not running a call, and not older than ``max_lifetime``;
+* a connection handed out is not one the pool closed or was told is lost, not in a
+  transaction, not running a call, and not older than ``max_lifetime``;
+* after ``check()``, no idle connection the server killed is left in the pool;
 * a call that is cancelled, timed out or cut off returns within seconds.
 
 and when the example ends: with the faults off, the pool refills to ``min_size`` with live
@@ -29,7 +32,7 @@ Use it on your pool::
 
     TestMyPool = pool_machine(MySubject, backend="trio").TestCase
 
-where ``MySubject(spec)`` implements :class:`~poolkit.conformance.StatefulPool`. Run it long
+where ``MySubject(spec)`` implements :class:`StatefulPool` (see :data:`CAPABILITIES`). Run it long
 with ``python -m poolkit.conformance.stateful --examples 5000``.
 """
 
