@@ -7,6 +7,7 @@ import pytest
 
 from poolkit import Pool, PoolClosed
 from poolkit.fakes import FakeDriver, Latency, Plan, VirtualClock
+from tests.test_threads import wait_until
 
 pytestmark = pytest.mark.anyio
 
@@ -15,24 +16,18 @@ def _live(driver: FakeDriver) -> list[int]:
     return sorted(k for k, c in driver.connections.items() if not c.closed)
 
 
-async def _until(predicate: object, timeout: float = 5.0) -> None:
-    with anyio.fail_after(timeout):
-        while not predicate():  # type: ignore[operator]
-            await anyio.sleep(0.002)
-
-
 async def test_check_replaces_sessions_killed_behind_the_pools_back() -> None:
     driver = FakeDriver(clock=VirtualClock())
     try:
         async with Pool(driver, min_size=3, max_size=3, check_idle_after=None) as pool:
-            await _until(lambda: pool.stats().idle == 3)
+            await wait_until(lambda: pool.stats().idle == 3, "3 idle connections")
             first, second, third = _live(driver)
             driver.drop(first)
             driver.drop(third)
             assert await pool.check() == 2
             stats = pool.stats()
             assert stats.check_failures == 2
-            await _until(lambda: pool.stats().idle == 3)
+            await wait_until(lambda: pool.stats().idle == 3, "3 idle connections")
             assert second in _live(driver) and len(_live(driver)) == 3
             # Every connection the pool now hands out works (no killed one is left).
             async with pool.connection() as a, pool.connection() as b, pool.connection() as c:
@@ -47,7 +42,7 @@ async def test_check_leaves_connections_in_use_alone() -> None:
     driver = FakeDriver(clock=VirtualClock())
     try:
         async with Pool(driver, min_size=2, max_size=2, check_idle_after=None) as pool:
-            await _until(lambda: pool.stats().idle == 2)
+            await wait_until(lambda: pool.stats().idle == 2, "2 idle connections")
             async with pool.connection() as held:
                 (held_id,) = [c for c in _live(driver) if c == held._conn.link.raw.id]
                 driver.drop(held_id)
@@ -62,7 +57,7 @@ async def test_callers_arriving_during_a_check_are_served() -> None:
     driver = FakeDriver(Plan(Latency(0.05, op="execute")))  # real-time pings: a slow check
     try:
         async with Pool(driver, min_size=2, max_size=2, check_idle_after=None) as pool:
-            await _until(lambda: pool.stats().idle == 2)
+            await wait_until(lambda: pool.stats().idle == 2, "2 idle connections")
             got: list[int] = []
 
             async def use() -> None:

@@ -7,7 +7,6 @@ so the tests force the interleaving with hangs the fake driver holds until relea
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import anyio
@@ -16,15 +15,11 @@ import pytest
 from poolkit import Pool
 from poolkit.fakes import FakeDriver, Hang, Plan, VirtualClock
 from tests.backends import resolve
+from tests.test_regressions_concurrency import pool_threads
 
 pytestmark = pytest.mark.anyio
 
 HANG = 10.0  # only turns a hang into a failure
-
-
-def pool_threads(pool: Pool) -> list[threading.Thread]:
-    prefix = f"poolkit-{pool.name}-"
-    return [t for t in threading.enumerate() if t.name.startswith(prefix) and t.is_alive()]
 
 
 async def test_a_connect_that_lands_as_the_pool_closes_is_counted() -> None:

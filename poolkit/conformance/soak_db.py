@@ -37,16 +37,11 @@ import anyio
 
 import poolkit
 
-from ._targets import BACKENDS, Target, TargetError, build_target
+from ._resolve import ENV_DSN
+from ._targets import BACKENDS, DRIVERS, Target, TargetError, build_target
 from .adapters import DEFAULT_ADAPTERS, PoolAdapter, PoolHandle
 
 __all__ = ["SoakResult", "main", "soak"]
-
-_ENV = {
-    "postgres": "POOLKIT_POSTGRES_DSN",
-    "mysql": "POOLKIT_MYSQL_DSN",
-    "mssql": "POOLKIT_MSSQL_DSN",
-}
 
 
 @dataclass
@@ -322,10 +317,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--anyio-backend", default="asyncio", choices=["asyncio", "trio"])
     args = parser.parse_args(argv)
-    driver = args.driver or {"postgres": "psycopg2", "mysql": "pymysql"}.get(args.backend, "pyodbc")
-    dsn = args.dsn or os.environ.get(_ENV[args.backend])
+    driver = args.driver or DRIVERS[args.backend][0]
+    env = ENV_DSN.format(args.backend.upper())
+    dsn = args.dsn or os.environ.get(env)
     if not dsn:
-        print(f"soak_db: no DSN for {args.backend}: pass --dsn or set {_ENV[args.backend]}")
+        print(f"soak_db: no DSN for {args.backend}: pass --dsn or set {env}")
         return 2
     adapters = {a.name: a for a in DEFAULT_ADAPTERS}
     adapter = adapters.get(args.adapter)

@@ -496,9 +496,7 @@ class PoolMachine(RuleBasedStateMachine):
             self._after_call(holder, op, "insert", key)
             if op.error is not None:
                 return
-        fn = self._subject.commit if commit else self._subject.rollback
-        op = self._call(fn, holder.conn, what="commit()" if commit else "rollback()")
-        self._after_call(holder, op, "commit" if commit else "rollback")
+        self._end(holder, commit)
 
     @precondition(lambda self: self._is_open())
     @rule(which=st.integers(0, 7), commit=st.booleans())
@@ -506,6 +504,9 @@ class PoolMachine(RuleBasedStateMachine):
         holder = self._holder(which)
         if holder is None:
             return
+        self._end(holder, commit)
+
+    def _end(self, holder: _Holder, commit: bool) -> None:
         fn = self._subject.commit if commit else self._subject.rollback
         op = self._call(fn, holder.conn, what="commit()" if commit else "rollback()")
         self._after_call(holder, op, "commit" if commit else "rollback")
