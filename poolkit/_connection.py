@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from ._pool import Pool
     from ._state import Slot
 
-__all__ = ["AsyncConnection", "PooledConn"]
+__all__ = ["AsyncConnection", "PooledConn", "call"]
 
 T = TypeVar("T")
 
@@ -50,8 +50,12 @@ class PooledConn:
     """Loop-side facts about one pooled connection. Touched only on the event loop thread."""
 
     __slots__ = (
+        "_deliver",
+        "_job",
+        "_put",
         "base_autocommit",
         "broken",
+        "busy",
         "checked_out_at",
         "completed",
         "forced",
@@ -85,6 +89,11 @@ class PooledConn:
         self.checked_out_at = 0.0
         self.unread = 0  # cursors of this checkout whose results still wait in the driver
         self.round = 0  # the pool's connect-failure round when this connect was attempted
+        self.busy = False  # a call of the current checkout is being awaited
+        # Bound once: start() is the hot path of every query.
+        self._put = worker.queue.put
+        self._job = link.run
+        self._deliver = self.deliver
 
     @property
     def id(self) -> int:
@@ -93,9 +102,8 @@ class PooledConn:
     def start(self, fn: Callable[..., Any], args: tuple[Any, ...], fut: Any) -> int:
         """Queue call ``fn`` on the thread, its outcome for ``fut``; returns its sequence
         number (the call has finished once ``completed`` reaches it)."""
-        self.submitted += 1
-        seq = self.submitted
-        self.worker.submit(self.link.run, (fn, args, seq), self.deliver, fut)
+        seq = self.submitted = self.submitted + 1
+        self._put((self._job, (fn, args, seq), self._deliver, fut))
         return seq
 
     def deliver(self, fut: Any, outcome: Outcome | None, exc: BaseException | None) -> None:
@@ -144,6 +152,51 @@ class PooledConn:
         self.pool._retired.append(run_in_helper_thread(cancel, f"{self.pool.name}-cancel"))
 
 
+async def call(
+    pool: Pool,
+    conn: PooledConn,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    timeout: float | None,
+) -> Any:
+    """Run ``fn(link, *args)`` on ``conn``'s thread and wait for it, within ``timeout``.
+
+    If the caller leaves first (cancelled, or the timeout), the call is skipped if it has
+    not started, cancelled in the driver if it is running, and the connection is reset (or
+    discarded) before anyone else gets it.
+    """
+    if conn.busy:
+        raise ConnectionBusy(
+            f"connection #{conn.id} is already running a call for another task; "
+            "use one connection per task (acquire another from the pool)"
+        )
+    conn.busy = True
+    fut = pool._bridge.future()
+    seq = conn.start(fn, args, fut)
+    try:
+        if timeout is None:
+            return await fut
+        with anyio.move_on_after(timeout):
+            return await fut
+        pool._counters.query_timeouts += 1
+        raise QueryTimeout(
+            f"call on connection #{conn.id} exceeded its {timeout:g} s timeout; "
+            "a driver-level cancel was requested"
+        )
+    except BaseException as exc:
+        forget(fut)
+        if conn.completed < seq:
+            conn.interrupt(seq)
+        elif not isinstance(exc, Exception) or isinstance(exc, QueryTimeout):
+            # The call finished as its caller was cancelled: its result (maybe an open
+            # result set holding locks) was dropped, so reset before the next user.
+            conn.interrupted = True
+        raise
+    finally:
+        conn.busy = False
+        del fut
+
+
 class AsyncConnection:
     """A pooled DB-API connection, usable from async code for the length of one checkout.
 
@@ -151,17 +204,16 @@ class AsyncConnection:
     task calling in while a call runs gets :class:`~poolkit.ConnectionBusy`.
     """
 
-    __slots__ = ("__weakref__", "_busy", "_conn", "_depth", "_pool", "_returned")
+    __slots__ = ("__weakref__", "_conn", "_depth", "_pool", "_returned")
 
     def __init__(self, pool: Pool, conn: PooledConn) -> None:
         self._pool = pool
         self._conn = conn
-        self._busy = False
         self._returned = False
         self._depth = 0  # nesting of transaction() blocks
 
     def __repr__(self) -> str:
-        state = "returned" if self._returned else "busy" if self._busy else "ready"
+        state = "returned" if self._returned else "busy" if self._conn.busy else "ready"
         return f"<AsyncConnection {self._pool._driver_name} #{self._conn.id} {state}>"
 
     @property
@@ -189,44 +241,15 @@ class AsyncConnection:
         if self._conn.forced:
             raise PoolClosed(f"connection #{self._conn.id} was closed by Pool.close(timeout=...)")
 
-    async def _call(
+    def _call(
         self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None
-    ) -> Any:
-        conn = self._conn
-        self._check_usable()
-        if self._busy:
-            raise ConnectionBusy(
-                f"connection #{conn.id} is already running a call for another task; "
-                "use one connection per task (acquire another from the pool)"
-            )
+    ) -> Coroutine[Any, Any, Any]:
+        """The awaitable of one call on the connection's thread (see :func:`call`)."""
+        if self._returned or self._conn.forced:
+            self._check_usable()
         if timeout is DEFAULT:
             timeout = self._pool._query_timeout
-        bridge = self._pool._bridge
-        fut = bridge.future()
-        self._busy = True
-        seq = conn.start(fn, args, fut)
-        try:
-            if timeout is None:
-                return await bridge.wait(fut)
-            with anyio.move_on_after(timeout):
-                return await bridge.wait(fut)
-            self._pool._counters.query_timeouts += 1
-            raise QueryTimeout(
-                f"call on connection #{conn.id} exceeded its {timeout:g} s timeout; "
-                "a driver-level cancel was requested"
-            )
-        except BaseException as exc:
-            forget(fut)
-            if conn.completed < seq:
-                conn.interrupt(seq)
-            elif not isinstance(exc, Exception) or isinstance(exc, QueryTimeout):
-                # The call finished as its caller was cancelled: its result (maybe an open
-                # result set holding locks) was dropped, so reset before the next user.
-                conn.interrupted = True
-            raise
-        finally:
-            self._busy = False
-            del fut
+        return call(self._pool, self._conn, fn, args, timeout)
 
     # ----- PEP 249 surface -------------------------------------------------------------
 
@@ -242,6 +265,22 @@ class AsyncConnection:
         cursor = self.cursor()
         await cursor.execute(sql, params, timeout=timeout)
         return cursor
+
+    async def fetchall(
+        self, sql: Any, params: Any = None, *, timeout: float | None = DEFAULT
+    ) -> list[Any]:
+        """Run one statement and return all its rows, in one thread trip and no cursor
+        object ([] when it returns no result set). Transactions are yours, as with
+        :meth:`execute`."""
+        rows: list[Any] = await self._call(Link.query, (sql, params, False, False), timeout)
+        return rows
+
+    async def fetchone(
+        self, sql: Any, params: Any = None, *, timeout: float | None = DEFAULT
+    ) -> Any:
+        """Run one statement and return its first row (None if there is none), in one
+        thread trip; the rest of the result is discarded."""
+        return await self._call(Link.query, (sql, params, True, False), timeout)
 
     async def executemany(
         self, sql: Any, seq_of_params: Sequence[Any], *, timeout: float | None = DEFAULT

@@ -329,10 +329,7 @@ class Link:
             cur.arraysize = arraysize
         self.active_cursor = cur
         try:
-            if params is None:
-                cur.execute(sql)
-            else:
-                cur.execute(sql, params)
+            _execute(cur, sql, params)
         finally:
             self.active_cursor = None
         return _snapshot(cur, prefetch)
@@ -378,6 +375,29 @@ class Link:
             self.active_cursor = None
         return list(rows)
 
+    def query(self, sql: Any, params: Any, first: bool, commit: bool) -> Any:
+        """Execute and fetch on a throwaway cursor in one job: all rows (a list, empty when
+        the statement has no result set) or, with ``first``, the first row or None.
+        ``commit``: end the transaction the statement opened, in the same job."""
+        cur = self.raw.cursor()
+        self.active_cursor = cur
+        try:
+            _execute(cur, sql, params)
+            if cur.description is None:
+                result: Any = None if first else []
+            elif first:
+                result = cur.fetchone()
+            else:
+                result = cur.fetchall()
+                if type(result) is not list:
+                    result = list(result)
+        finally:
+            self.active_cursor = None
+            _quiet_close(cur)
+        if commit and self.in_transaction() is not False:
+            self.commit()
+        return result
+
     def fetchone(self, box: CursorBox) -> Any:
         return self._cursor(box).fetchone()
 
@@ -398,6 +418,13 @@ class Link:
             if box.raw is not None and not box.closed:
                 box.closed = True
                 _quiet_close(box.raw)
+
+
+def _execute(cur: Raw, sql: Any, params: Any) -> None:
+    if params is None:  # no parameters: the driver leaves % and ? in the SQL alone
+        cur.execute(sql)
+    else:
+        cur.execute(sql, params)
 
 
 def _snapshot(cur: Raw, prefetch: int) -> Snapshot:

@@ -26,7 +26,7 @@ import anyio
 from ._backoff import Backoff
 from ._bridge import Bridge, LoopFuture, current_bridge, forget
 from ._connection import DEFAULT as _DEFAULT
-from ._connection import AsyncConnection, PooledConn
+from ._connection import AsyncConnection, PooledConn, call
 from ._errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 from ._link import Abandoned, Link, Outcome
 from ._profiles import DriverProfile, driver_name, profile_for
@@ -514,6 +514,52 @@ class Pool:
         async with self.connection(timeout) as conn, conn.transaction():
             yield conn
 
+    async def fetchall(
+        self,
+        sql: Any,
+        params: Any = None,
+        *,
+        timeout: float | None = _DEFAULT,
+        query_timeout: float | None = _DEFAULT,
+    ) -> list[Any]:
+        """Run one statement on a pooled connection and return all its rows.
+
+        The statement runs in a transaction of its own, committed on success (nothing to
+        commit in autocommit mode), and execute, fetch and commit take one thread trip.
+        ``timeout`` bounds the wait for a connection, ``query_timeout`` the call.
+        """
+        rows: list[Any] = await self._query(sql, params, False, timeout, query_timeout)
+        return rows
+
+    async def fetchone(
+        self,
+        sql: Any,
+        params: Any = None,
+        *,
+        timeout: float | None = _DEFAULT,
+        query_timeout: float | None = _DEFAULT,
+    ) -> Any:
+        """As :meth:`fetchall`, returning the first row only (None if there is none)."""
+        return await self._query(sql, params, True, timeout, query_timeout)
+
+    async def _query(
+        self,
+        sql: Any,
+        params: Any,
+        first: bool,
+        timeout: float | None,
+        query_timeout: float | None,
+    ) -> Any:
+        if query_timeout is _DEFAULT:
+            query_timeout = self._query_timeout
+        else:
+            _check_seconds("query_timeout", query_timeout, positive=True)
+        conn = await self._acquire(timeout)
+        try:
+            return await call(self, conn, Link.query, (sql, params, first, True), query_timeout)
+        finally:
+            self._release(conn)
+
     async def acquire(self, timeout: float | None = _DEFAULT) -> AsyncConnection:
         """Take a connection; hand it back with :meth:`release`. Prefer :meth:`connection`."""
         return AsyncConnection(self, await self._acquire(timeout))
@@ -543,7 +589,7 @@ class Pool:
             self._apply(actions)
         if slot is not None and not self._needs_check(slot.payload, now):
             # No await on this path (like psycopg_pool): a free connection costs ~5 µs.
-            return self._handout(slot.payload, now, waited=False)
+            return self._handout(slot.payload, now, now, False)
         if timeout is None:
             return await self._acquire_slow(slot, now)
         with anyio.move_on_after(timeout):
@@ -574,7 +620,7 @@ class Pool:
                 slot = await self._wait(front)
             conn: PooledConn = slot.payload
             if not self._needs_check(conn, self._clock()) or await self._check(conn):
-                return self._handout(conn, start, waited)
+                return self._handout(conn, start, self._clock(), waited)
             slot, front = None, True  # lost it to a failed check: keep our place in line
 
     async def _wait(self, front: bool) -> Slot:
@@ -635,8 +681,8 @@ class Pool:
         """The pool's ``check`` if given, else the driver profile's ping."""
         return self._ping or conn.link.profile.ping  # type: ignore[union-attr]
 
-    def _handout(self, conn: PooledConn, start: float, waited: bool) -> PooledConn:
-        now = self._clock()
+    def _handout(self, conn: PooledConn, start: float, now: float, waited: bool) -> PooledConn:
+        """Count a checkout asked for at ``start`` and served ``now``."""
         c = self._counters
         c.acquired += 1
         if waited:

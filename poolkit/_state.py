@@ -150,7 +150,7 @@ class PoolState:
         Time decides, and at the same clock reading the order of the calls does: a connection
         opened or checked after the report, within one clock tick, is not suspect.
         """
-        if math.isnan(slot.verified_at):  # not connected yet
+        if not self.epoch or math.isnan(slot.verified_at):  # no report yet; not connected
             return False
         return (slot.verified_at, slot.verified_epoch) < (self.invalidated_at, self.epoch)
 
@@ -250,6 +250,18 @@ class PoolState:
         """A caller is done. ``keep=False`` discards; ``reset=True`` waits for a reset."""
         assert slot.state is SlotState.IN_USE, slot
         self.in_use -= 1
+        if (  # the hot path: straight back onto the idle stack, nobody to serve
+            keep
+            and not reset
+            and not self.waiting
+            and not self.closed
+            and now < slot.expires_at
+            and self.size < self.max_size
+        ):
+            slot.idle_since = now
+            slot.state = SlotState.IDLE
+            self._idle.append(slot)
+            return _NOTHING
         actions = Actions()
         # The slot is out of every bucket here, so it fits only if size < max_size.
         if not keep or self.closed or self.size >= self.max_size:

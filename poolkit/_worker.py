@@ -27,13 +27,14 @@ _names = itertools.count(1)
 
 
 class Worker:
-    """One thread, one job queue. ``submit`` may be called from any thread."""
+    """One thread, one job queue. ``submit`` may be called from any thread; so may
+    ``queue.put`` with a ``(fn, args, done, token)`` tuple, which is what it does."""
 
-    __slots__ = ("_bridge", "_queue", "thread")
+    __slots__ = ("_bridge", "queue", "thread")
 
     def __init__(self, bridge: Bridge, pool_name: str) -> None:
         self._bridge = bridge
-        self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self.thread = threading.Thread(
             target=self._main, name=f"poolkit-{pool_name}-{next(_names)}", daemon=True
         )
@@ -47,14 +48,14 @@ class Worker:
         token: Any = None,
     ) -> None:
         """Run ``fn(*args)`` on the thread; ``done(token, result, exc)`` then runs on the loop."""
-        self._queue.put((fn, args, done, token))
+        self.queue.put((fn, args, done, token))
 
     def stop(self) -> None:
         """Let the thread exit once the jobs queued before this have run."""
-        self._queue.put(None)
+        self.queue.put(None)
 
     def _main(self) -> None:
-        get = self._queue.get
+        get = self.queue.get
         post = self._bridge.post
         while True:
             item = get()
