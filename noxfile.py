@@ -154,9 +154,12 @@ def soak_db(session: nox.Session, db: str, driver: str) -> None:
 
 @nox.session(python="3.11", default=False)
 def bench(session: nox.Session) -> None:
-    """Side-by-side throughput against the native async pools (local PostgreSQL).
+    """poolkit beside the native async pools on the local PostgreSQL and MariaDB (issue 6).
 
-    A first cut (issue 6): ``nox -s bench -- --quick`` for a one-minute run.
+    ``nox -s bench`` is the full run (3 rounds x 3 s, N = 1, 4, 16, 64; about 45 minutes),
+    writing benchmarks/results/; ``nox -s bench -- --quick`` takes about two minutes and writes
+    benchmarks/results-quick/. Arguments after ``--`` go to ``python -m benchmarks`` (``--help``).
+    On a shared machine, serialise runs: ``flock /tmp/poolkit-bench.lock nox -s bench``.
     """
     session.install("-e", ".[bench]")
-    session.run("python", "benchmarks/bench.py", *session.posargs, env=_env())
+    session.run("python", "-m", "benchmarks", *session.posargs, env=_env())

@@ -1,0 +1,9 @@
+"""poolkit's benchmarks (issue 6): poolkit beside the native async pools, on real servers.
+
+``python -m benchmarks`` (or ``nox -s bench``) runs every contender of :mod:`.contenders` side
+by side on the local PostgreSQL and MariaDB, the pool-only cycles of :mod:`.cycles`, and writes
+RESULTS.md, plots and the raw samples. One job per module: :mod:`.dsn` (where the servers are),
+:mod:`.measure` (the timed region), :mod:`.runs` (the plan and one run), :mod:`.sysinfo`
+(``/proc``), :mod:`.samples` (the JSON), :mod:`.summary`, :mod:`.verdicts`, :mod:`.report` and
+:mod:`.plots` (the output), :mod:`.run` (the command line).
+"""
