@@ -154,7 +154,9 @@ CYCLE_CONTENDERS: tuple[CycleContender, ...] = (
     CycleContender(
         PSYCOPG_POOL, "postgres", _ASYNCIO, ("psycopg", "psycopg_pool"), _psycopg_pool, True
     ),
-    CycleContender("asyncpg Pool (no-op reset)", "postgres", _ASYNCIO, ("asyncpg",), _asyncpg),
+    CycleContender(
+        "asyncpg Pool (no-op reset, idle conns)", "postgres", _ASYNCIO, ("asyncpg",), _asyncpg
+    ),
     CycleContender(
         "SQLAlchemy AsyncAdaptedQueuePool (no-op conn)",
         None,

@@ -16,7 +16,8 @@ def _figure() -> tuple[Any, Any]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(8, 5), dpi=100)
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
+    return fig, ax
 
 
 def _save(fig: Any, path: Path) -> str:
@@ -41,6 +42,8 @@ def _throughput(out: Path, rows: list[Row], workload: str, loop: str, backend: s
             label=name + (" (no loop)" if limit else ""),
         )
     ax.set_xscale("log", base=2)
+    ns = sorted({r.tasks for r in rows})
+    ax.set_xticks(ns, [str(n) for n in ns])
     ax.set_xlabel("concurrent tasks (N)")
     ax.set_ylabel("queries/s (median)")
     ax.set_ylim(bottom=0)
@@ -80,9 +83,10 @@ def write(out: Path, rows: dict[Key, Row]) -> list[str]:
         ("contention", "contention: 256 tasks on a 16-connection pool", "queries/s (median)"),
         ("cycles", "pool-only acquire/release cycle (no I/O)", "µs per cycle (median)"),
     ):
+        by_backend = name == "contention"
         mine = sorted(
             (r for r in every if r.workload == name),
-            key=lambda r: (r.backend, r.tasks, r.loop, rank[r.contender]),
+            key=lambda r: (r.backend * by_backend, r.tasks, r.size, r.loop, rank[r.contender]),
         )
         if mine:
             written.append(_bars(out, mine, name, title, unit))

@@ -214,7 +214,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "disturbed above": f"{settings.threshold:.0%} of a core (up to {settings.retries} retries)",
     }
     info.notes.append(f"poolkit's per-query call: `{POOLKIT_CALL}`")
-    console.print(f"{len(runs)} runs planned", markup=False)
+    cycle_runs = sum(isinstance(r.contender, CycleContender) for r in runs)
+    guess = (len(runs) - cycle_runs) * (settings.seconds + settings.warmup + 0.3)
+    guess += cycle_runs * (settings.cycle_seconds + min(settings.warmup, settings.cycle_seconds))
+    console.print(f"{len(runs)} runs planned, about {guess / 60:.0f} min", markup=False)
     taken = _execute(runs, settings, console, info)
     out = args.out or (SCRATCH_OUT if args.partial else FULL_OUT)
     text = write(out, info, taken, save=True)
