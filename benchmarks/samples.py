@@ -116,12 +116,10 @@ class RunInfo:
 
 
 def save(path: Path, info: RunInfo, samples: list[Sample]) -> None:
-    data = {
-        "format": 1,
-        "info": dataclasses.asdict(info),
-        "samples": [dataclasses.asdict(s) for s in samples],
-    }
-    path.write_text(json.dumps(data, indent=1) + "\n")
+    """Write the JSON: the info indented, then one sample per line (diffs stay readable)."""
+    rows = ",\n".join(json.dumps(dataclasses.asdict(s), separators=(",", ":")) for s in samples)
+    info_text = json.dumps(dataclasses.asdict(info), indent=1)
+    path.write_text(f'{{"format": 1,\n"info": {info_text},\n"samples": [\n{rows}\n]}}\n')
 
 
 def load(path: Path) -> tuple[RunInfo, list[Sample]]:
