@@ -9,7 +9,6 @@ set, fetches go to the driver so that it raises its own error.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -30,7 +29,9 @@ class AsyncCursor:
         self._connection = connection
         self._pooled = connection._conn
         self._box = box
-        self._rows: deque[Any] = deque()
+        # Buffered rows are _rows[_pos:]: a list handed over whole by fetchall(), no copy.
+        self._rows: list[Any] = []
+        self._pos = 0
         self._exhausted = True
         self._closed = False
         self._unread = False  # counted in PooledConn.unread: results wait in the driver
@@ -43,7 +44,7 @@ class AsyncCursor:
         self.lastrowid: Any = None
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"{len(self._rows)} rows buffered"
+        state = "closed" if self._closed else f"{len(self._rows) - self._pos} rows buffered"
         return f"<AsyncCursor on connection #{self._connection.id} {state}>"
 
     @property
@@ -69,7 +70,8 @@ class AsyncCursor:
         self.description = snap.description
         self.rowcount = snap.rowcount
         self.lastrowid = snap.lastrowid
-        self._rows = deque(snap.rows)
+        self._rows = snap.rows
+        self._pos = 0
         self._exhausted = snap.exhausted
         self._count_unread()
         return snap.value
@@ -91,6 +93,10 @@ class AsyncCursor:
         # of the connection before that must still reset it.
         if not self._closed:
             self._pooled.link.dead.append(self._box)
+
+    def _drop_rows(self) -> None:
+        self._rows = []
+        self._pos = 0
 
     def _buffered(self) -> bool:
         """Whether fetches may be answered locally (a result set, cursor not closed)."""
@@ -138,7 +144,7 @@ class AsyncCursor:
         except BaseException:
             self.description = None
             self.rowcount = -1
-            self._rows.clear()
+            self._drop_rows()
             self._exhausted = True
             self._count_unread()
             raise
@@ -147,12 +153,15 @@ class AsyncCursor:
 
     async def fetchone(self, *, timeout: float | None = DEFAULT) -> Any:
         if self._buffered():
-            if self._rows:
-                return self._rows.popleft()
-            if self._exhausted:
-                return None
-            rows = await self._fetch(max(self.arraysize, self._connection._pool._prefetch), timeout)
-            return self._rows.popleft() if rows else None
+            if self._pos == len(self._rows):
+                if self._exhausted:
+                    return None
+                size = max(self.arraysize, self._connection._pool._prefetch)
+                if not await self._fetch(size, timeout):
+                    return None
+            row = self._rows[self._pos]
+            self._pos += 1
+            return row
         return await self._connection._call(Link.fetchone, (self._box,), timeout)
 
     async def fetchmany(
@@ -161,12 +170,12 @@ class AsyncCursor:
         if size is None:
             size = self.arraysize
         if self._buffered():
-            if len(self._rows) < size and not self._exhausted:
-                await self._fetch(
-                    max(size - len(self._rows), self._connection._pool._prefetch), timeout
-                )
-            n = min(size, len(self._rows))
-            return [self._rows.popleft() for _ in range(n)]
+            have = len(self._rows) - self._pos
+            if have < size and not self._exhausted:
+                await self._fetch(max(size - have, self._connection._pool._prefetch), timeout)
+            start = self._pos
+            self._pos = min(start + size, len(self._rows))
+            return self._rows[start : self._pos]
         rows: list[Any] = await self._connection._call(Link.fetch, (self._box, size), timeout)
         return rows
 
@@ -174,15 +183,18 @@ class AsyncCursor:
         if self._buffered():
             if not self._exhausted:
                 await self._fetch(None, timeout)
-            rows = list(self._rows)
-            self._rows.clear()
+            rows = self._rows if self._pos == 0 else self._rows[self._pos :]
+            self._drop_rows()
             return rows
         result: list[Any] = await self._connection._call(Link.fetch, (self._box, None), timeout)
         return result
 
     async def _fetch(self, size: int | None, timeout: float | None) -> list[Any]:
         rows: list[Any] = await self._connection._call(Link.fetch, (self._box, size), timeout)
-        self._rows.extend(rows)
+        # A new list, never extended in place: the buffer may be the driver's own list.
+        left = self._rows[self._pos :] if self._pos else self._rows
+        self._rows = left + rows if left else rows
+        self._pos = 0
         if size is None or len(rows) < size:
             self._exhausted = True
             self._count_unread()
@@ -204,7 +216,7 @@ class AsyncCursor:
         if self._closed:
             return
         self._closed = True
-        self._rows.clear()
+        self._drop_rows()
         self._count_unread()
         if not self._connection.closed:
             await self._connection._call(Link.close_cursor, (self._box,), DEFAULT)

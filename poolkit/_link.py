@@ -373,7 +373,7 @@ class Link:
             rows = cur.fetchall() if size is None else cur.fetchmany(size)
         finally:
             self.active_cursor = None
-        return list(rows)
+        return _as_list(rows)
 
     def query(self, sql: Any, params: Any, first: bool, commit: bool) -> Any:
         """Execute and fetch on a throwaway cursor in one job: all rows (a list, empty when
@@ -388,9 +388,7 @@ class Link:
             elif first:
                 result = cur.fetchone()
             else:
-                result = cur.fetchall()
-                if type(result) is not list:
-                    result = list(result)
+                result = _as_list(cur.fetchall())
         finally:
             self.active_cursor = None
             _quiet_close(cur)
@@ -420,6 +418,11 @@ class Link:
                 _quiet_close(box.raw)
 
 
+def _as_list(rows: Any) -> list[Any]:
+    """The driver's rows as a list the loop side may own (most drivers return a new list)."""
+    return rows if type(rows) is list else list(rows)
+
+
 def _execute(cur: Raw, sql: Any, params: Any) -> None:
     if params is None:  # no parameters: the driver leaves % and ? in the SQL alone
         cur.execute(sql)
@@ -432,7 +435,7 @@ def _snapshot(cur: Raw, prefetch: int) -> Snapshot:
     rows: list[Any] = []
     exhausted = True
     if description is not None and prefetch > 0:
-        rows = list(cur.fetchmany(prefetch))
+        rows = _as_list(cur.fetchmany(prefetch))
         exhausted = len(rows) < prefetch
     elif description is not None:
         exhausted = False

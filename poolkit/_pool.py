@@ -31,7 +31,7 @@ from ._errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 from ._link import Abandoned, Link, Outcome
 from ._profiles import DriverProfile, driver_name, profile_for
 from ._redact import Redactor
-from ._state import Actions, PoolState, Slot, SlotState, validate_sizes
+from ._state import NOTHING, Actions, PoolState, Slot, SlotState, validate_sizes
 from ._stats import Counters, PoolEvent, Stats
 from ._worker import Worker, run_in_helper_thread
 
@@ -585,7 +585,7 @@ class Pool:
             _check_seconds("timeout", timeout, positive=False)
         now = self._clock()
         slot, actions = self._state.checkout(now)
-        if actions:
+        if actions is not NOTHING:
             self._apply(actions)
         if slot is not None and not self._needs_check(slot.payload, now):
             # No await on this path (like psycopg_pool): a free connection costs ~5 µs.
@@ -642,7 +642,8 @@ class Pool:
 
     def _needs_check(self, conn: PooledConn, now: float) -> bool:
         slot = conn.slot
-        if self._state.is_suspect(slot):  # created before a disconnect and not checked since
+        state = self._state
+        if state.epoch and state.is_suspect(slot):  # made before a disconnect, not checked since
             return True
         after = self._check_idle_after
         return after is not None and now - slot.idle_since >= after
@@ -740,8 +741,10 @@ class Pool:
                 self._on_reset,
                 conn,
             )
-        self._apply(actions)
-        self._notify()
+        if actions is not NOTHING:
+            self._apply(actions)
+        if self._watchers:
+            self._notify()
 
     # ----- loop callbacks from worker threads ------------------------------------------
 

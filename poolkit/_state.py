@@ -17,7 +17,7 @@ from typing import Any, Protocol, cast
 
 from ._errors import PoolClosed, TooManyWaiters
 
-__all__ = ["Actions", "PoolState", "Slot", "SlotState", "Waiter"]
+__all__ = ["NOTHING", "Actions", "PoolState", "Slot", "SlotState", "Waiter"]
 
 
 class SlotState(enum.Enum):
@@ -170,7 +170,7 @@ class PoolState:
             slot = idle.pop()
             slot.state = SlotState.IN_USE
             self.in_use += 1
-            return slot, _NOTHING
+            return slot, NOTHING
         actions = Actions()
         found: Slot | None = None
         if not self.waiting:
@@ -256,12 +256,14 @@ class PoolState:
             and not self.waiting
             and not self.closed
             and now < slot.expires_at
-            and self.size < self.max_size
+            # self.size, spelled out (a property call less on every return)
+            and self.opening + len(self._idle) + self.in_use + self.resetting + self.closing
+            < self.max_size
         ):
             slot.idle_since = now
             slot.state = SlotState.IDLE
             self._idle.append(slot)
-            return _NOTHING
+            return NOTHING
         actions = Actions()
         # The slot is out of every bucket here, so it fits only if size < max_size.
         if not keep or self.closed or self.size >= self.max_size:
@@ -428,7 +430,8 @@ class PoolState:
 
 # Returned by the checkout hot path. Tuples, so that a mutation fails loudly instead of
 # leaking into every later checkout.
-_NOTHING = Actions(open=cast("list[Slot]", ()), close=cast("list[Slot]", ()))
+#: The empty, shared Actions of the hot paths (read-only: its lists are tuples).
+NOTHING = Actions(open=cast("list[Slot]", ()), close=cast("list[Slot]", ()))
 
 
 def validate_sizes(min_size: int, max_size: int) -> None:
