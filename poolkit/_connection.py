@@ -55,7 +55,6 @@ class PooledConn:
         "_put",
         "base_autocommit",
         "broken",
-        "busy",
         "checked_out_at",
         "completed",
         "forced",
@@ -89,7 +88,6 @@ class PooledConn:
         self.checked_out_at = 0.0
         self.unread = 0  # cursors of this checkout whose results still wait in the driver
         self.round = 0  # the pool's connect-failure round when this connect was attempted
-        self.busy = False  # a call of the current checkout is being awaited
         # Bound once: start() is the hot path of every query.
         self._put = worker.queue.put
         self._job = link.run
@@ -158,19 +156,22 @@ async def call(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
     timeout: float | None,
+    owner: AsyncConnection | None = None,
 ) -> Any:
     """Run ``fn(link, *args)`` on ``conn``'s thread and wait for it, within ``timeout``.
 
     If the caller leaves first (cancelled, or the timeout), the call is skipped if it has
     not started, cancelled in the driver if it is running, and the connection is reset (or
-    discarded) before anyone else gets it.
+    discarded) before anyone else gets it. ``owner``, the checkout the call is made through,
+    runs one call at a time.
     """
-    if conn.busy:
-        raise ConnectionBusy(
-            f"connection #{conn.id} is already running a call for another task; "
-            "use one connection per task (acquire another from the pool)"
-        )
-    conn.busy = True
+    if owner is not None:
+        if owner._busy:
+            raise ConnectionBusy(
+                f"connection #{conn.id} is already running a call for another task; "
+                "use one connection per task (acquire another from the pool)"
+            )
+        owner._busy = True
     fut = pool._bridge.future()
     seq = conn.start(fn, args, fut)
     try:
@@ -193,7 +194,8 @@ async def call(
             conn.interrupted = True
         raise
     finally:
-        conn.busy = False
+        if owner is not None:
+            owner._busy = False
         del fut
 
 
@@ -204,16 +206,17 @@ class AsyncConnection:
     task calling in while a call runs gets :class:`~poolkit.ConnectionBusy`.
     """
 
-    __slots__ = ("__weakref__", "_conn", "_depth", "_pool", "_returned")
+    __slots__ = ("__weakref__", "_busy", "_conn", "_depth", "_pool", "_returned")
 
     def __init__(self, pool: Pool, conn: PooledConn) -> None:
         self._pool = pool
         self._conn = conn
+        self._busy = False
         self._returned = False
         self._depth = 0  # nesting of transaction() blocks
 
     def __repr__(self) -> str:
-        state = "returned" if self._returned else "busy" if self._conn.busy else "ready"
+        state = "returned" if self._returned else "busy" if self._busy else "ready"
         return f"<AsyncConnection {self._pool._driver_name} #{self._conn.id} {state}>"
 
     @property
@@ -249,7 +252,7 @@ class AsyncConnection:
             self._check_usable()
         if timeout is DEFAULT:
             timeout = self._pool._query_timeout
-        return call(self._pool, self._conn, fn, args, timeout)
+        return call(self._pool, self._conn, fn, args, timeout, self)
 
     # ----- PEP 249 surface -------------------------------------------------------------
 

@@ -163,3 +163,25 @@ async def test_pool_fetchall_on_a_closed_pool() -> None:
             await pool.fetchone("SELECT 1")
     finally:
         driver.close()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_busy_belongs_to_the_checkout_not_the_connection(anyio_backend: str) -> None:
+    """A call of an ended checkout whose caller has not resumed yet (its result is in, the
+    awaiting task not yet scheduled) must not make the next checkout's calls busy."""
+    driver = FakeDriver()
+    try:
+        async with poolkit.Pool(driver, max_size=1) as pool:
+            async with pool.connection() as first:
+                pending = first.fetchall("SELECT 1")
+                pending.send(None)  # suspended on the call's future, never resumed
+                await anyio.wait_all_tasks_blocked()
+            with anyio.fail_after(HANG):
+                while pool.stats().idle != 1:  # the call came back; any reset ran
+                    await anyio.sleep(0.01)
+            async with pool.connection() as second:
+                assert second.id == first.id
+                assert [tuple(r) for r in await second.fetchall("SELECT 2")] == [(2,)]
+            pending.close()
+    finally:
+        driver.close()
