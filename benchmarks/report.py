@@ -198,6 +198,7 @@ def _header(info: RunInfo, samples: list[Sample]) -> list[str]:
         "",
         f"- Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('ram', '?')} RAM,"
         f" {m.get('kernel', '?')}; {m.get('python', '?')}; {m.get('date', '?')}",
+        f"- poolkit commit: {m.get('commit', 'not recorded')}",
         *(f"- Server ({name}): {version}" for name, version in sorted(info.servers.items())),
         "- Settings: " + ", ".join(f"{k} {v}" for k, v in s.items()),
         f"- Runs: {len(samples)} measured; {retried} repeated because other processes used the"

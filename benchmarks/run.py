@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import importlib.util
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -177,6 +178,12 @@ def _execute(
     return done
 
 
+def results_md(out: Path) -> Path:
+    """Where RESULTS.md goes: ``benchmarks/RESULTS.md`` for the full run's folder (the
+    committed one, beside the code), inside the folder for any other."""
+    return HERE / "RESULTS.md" if out.resolve() == FULL_OUT.resolve() else out / "RESULTS.md"
+
+
 def write(out: Path, info: samples.RunInfo, taken: list[samples.Sample], save: bool) -> str:
     """Write RESULTS.md and the plots (and samples.json when ``save``); returns the text."""
     out.mkdir(parents=True, exist_ok=True)
@@ -187,8 +194,10 @@ def write(out: Path, info: samples.RunInfo, taken: list[samples.Sample], save: b
     except ImportError as exc:
         images = []
         info.notes.append(f"no plots: matplotlib is not importable ({exc})")
-    text = report.document(info, taken, images)
-    (out / "RESULTS.md").write_text(text + "\n")
+    md = results_md(out)
+    links = [os.path.relpath(out / image, md.parent) for image in images]
+    text = report.document(info, taken, links)
+    md.write_text(text + "\n")
     return text
 
 
@@ -222,5 +231,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = args.out or (SCRATCH_OUT if args.partial else FULL_OUT)
     text = write(out, info, taken, save=True)
     print(text)
-    print(f"\nwritten: {out}/RESULTS.md, samples.json and the plots", file=sys.stderr)
+    print(f"\nwritten: {results_md(out)}, {out}/samples.json and the plots", file=sys.stderr)
     return 0

@@ -11,7 +11,9 @@ import datetime
 import importlib.metadata
 import os
 import platform
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 #: The executable names (``comm``) of each backend's server processes.
 SERVER_COMMS: dict[str, tuple[str, ...]] = {
@@ -138,9 +140,33 @@ def _memory() -> str:
     return "unknown"
 
 
+def _commit() -> str:
+    """The poolkit commit measured (``+`` when the work tree differs from it)."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "poolkit", "benchmarks"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git checkout)"
+    return head + ("+ (poolkit/ or benchmarks/ modified)" if dirty else "")
+
+
 def machine() -> dict[str, str]:
-    """CPU model, cores, RAM, kernel, Python and the date, for the results header."""
+    """CPU model, cores, RAM, kernel, Python, the date and the commit, for the header."""
     return {
+        "commit": _commit(),
         "cpu": _cpu_model(),
         "cores": str(os.cpu_count()),
         "ram": _memory(),

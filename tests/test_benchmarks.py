@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import measure, report, run, samples
+from benchmarks import measure, report, run, samples, sysinfo
 from benchmarks.contenders import ASYNCPG, CONTENDERS, POOLKIT_MY, POOLKIT_PG
 from benchmarks.cycles import CYCLE_CONTENDERS, POOLKIT_FAKE, PSYCOPG_POOL
 from benchmarks.samples import Sample, histogram
@@ -55,6 +55,18 @@ def test_the_runner_writes_results_and_rerenders_them(
     capsys.readouterr()
     assert run.main(["--from-json", str(tmp_path / "samples.json"), "--out", str(tmp_path)]) == 0
     assert capsys.readouterr().out.strip() == (tmp_path / "RESULTS.md").read_text().strip()
+
+
+def test_the_full_run_writes_the_committed_results_md_beside_the_code(tmp_path: Path) -> None:
+    assert run.results_md(run.FULL_OUT) == run.HERE / "RESULTS.md"
+    assert run.results_md(tmp_path) == tmp_path / "RESULTS.md"
+    assert run.results_md(run.SCRATCH_OUT) == run.SCRATCH_OUT / "RESULTS.md"
+
+
+def test_the_header_names_the_commit_measured() -> None:
+    info = samples.RunInfo({**sysinfo.machine(), "commit": "abc1234"}, {})
+    assert "- poolkit commit: abc1234" in report.document(info, [])
+    assert sysinfo.machine()["commit"]  # a hash here (a git checkout), never empty
 
 
 # ----- synthetic samples ------------------------------------------------------------------
