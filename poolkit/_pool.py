@@ -642,8 +642,7 @@ class Pool:
 
     def _needs_check(self, conn: PooledConn, now: float) -> bool:
         slot = conn.slot
-        state = self._state
-        if state.epoch and state.is_suspect(slot):  # made before a disconnect, not checked since
+        if self._state.is_suspect(slot):  # created before a disconnect and not checked since
             return True
         after = self._check_idle_after
         return after is not None and now - slot.idle_since >= after

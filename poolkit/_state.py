@@ -256,9 +256,7 @@ class PoolState:
             and not self.waiting
             and not self.closed
             and now < slot.expires_at
-            # self.size, spelled out (a property call less on every return)
-            and self.opening + len(self._idle) + self.in_use + self.resetting + self.closing
-            < self.max_size
+            and self.size < self.max_size  # the slot is out of every bucket here
         ):
             slot.idle_since = now
             slot.state = SlotState.IDLE
@@ -428,9 +426,8 @@ class PoolState:
             actions.open.append(Slot(self._next_id))
 
 
-# Returned by the checkout hot path. Tuples, so that a mutation fails loudly instead of
-# leaking into every later checkout.
-#: The empty, shared Actions of the hot paths (read-only: its lists are tuples).
+#: The empty Actions the checkout and checkin hot paths share (callers compare by identity).
+#: Tuples, so that a mutation fails loudly instead of leaking into every later call.
 NOTHING = Actions(open=cast("list[Slot]", ()), close=cast("list[Slot]", ()))
 
 
