@@ -157,7 +157,8 @@ def bench(session: nox.Session) -> None:
     """poolkit beside the native async pools on the local PostgreSQL and MariaDB (issue 6).
 
     ``nox -s bench`` is the full run (3 rounds x 3 s, N = 1, 4, 16, 64; about 45 minutes),
-    writing benchmarks/results/; ``nox -s bench -- --quick`` takes about two minutes and writes
+    writing benchmarks/RESULTS.md, its plots and samples in benchmarks/results/;
+    ``nox -s bench -- --quick`` takes about two minutes and writes
     benchmarks/results-quick/. Arguments after ``--`` go to ``python -m benchmarks`` (``--help``).
     On a shared machine, serialise runs: ``flock /tmp/poolkit-bench.lock nox -s bench``.
     """

@@ -18,12 +18,9 @@ from tests.test_cancellation import (
     wait_until_started,
     wait_until_stopped_on_server,
 )
+from tests.test_transactions import rows as ids
 
 pytestmark = pytest.mark.anyio
-
-
-async def ids(backend: Backend, table: str) -> list[int]:
-    return sorted(r[0] for r in backend.run(f"SELECT id FROM {table}"))
 
 
 async def test_connection_fetchall_and_fetchone(backend: Backend, table: str) -> None:
