@@ -638,15 +638,25 @@ async def test_max_size_is_never_exceeded_under_load() -> None:
     pool = server.pool(min_size=1, max_size=4, timeout=HANG)
     held = 0
     max_held = 0
+    served = 0
+    full = anyio.Event()  # set once max_size connections are out at the same time
     ids: set[int] = set()
 
     async def worker(i: int) -> None:
-        nonlocal held, max_held
+        nonlocal held, max_held, served
         async with pool.connection() as conn:
             held += 1
+            served += 1
             max_held = max(max_held, held)
+            if held == 4:
+                full.set()
             ids.add(conn.id)
             check_sums(pool)
+            if served <= 4:
+                # The first four holders wait for each other: with 46 callers queued the pool
+                # must grow to max_size (a pool that stopped short would hang here, and
+                # fail_after fails the test). Without the gate, reaching 4 depends on timing.
+                await full.wait()
             await conn.execute("SELECT ?", (i,))
             if i % 7 == 0:
                 conn.invalidate()  # churn: closes and reopens overlap
