@@ -12,7 +12,7 @@ import anyio
 from ._bridge import forget
 from ._errors import ConnectionBusy, ConnectionReturned, PoolClosed, QueryTimeout
 from ._link import CursorBox, Link, Outcome
-from ._worker import Worker, run_in_helper_thread
+from ._worker import Runner, run_in_helper_thread
 
 if TYPE_CHECKING:
     from ._cursor import AsyncCursor
@@ -71,7 +71,7 @@ class PooledConn:
         "worker",
     )
 
-    def __init__(self, pool: Pool, slot: Slot, worker: Worker, link: Link) -> None:
+    def __init__(self, pool: Pool, slot: Slot, worker: Runner, link: Link) -> None:
         self.pool = pool
         self.slot = slot
         self.worker = worker
@@ -202,8 +202,8 @@ async def call(
 class AsyncConnection:
     """A pooled DB-API connection, usable from async code for the length of one checkout.
 
-    Every call runs on the connection's own worker thread. One task at a time: a second
-    task calling in while a call runs gets :class:`~poolkit.ConnectionBusy`.
+    Every call runs on the connection's worker thread, one call at a time. One task at a
+    time: a second task calling in while a call runs gets :class:`~poolkit.ConnectionBusy`.
     """
 
     __slots__ = ("__weakref__", "_busy", "_conn", "_depth", "_pool", "_returned")
@@ -299,7 +299,7 @@ class AsyncConnection:
         await self._call(Link.method, ("rollback",), timeout)
 
     async def run(self, fn: Callable[..., T], *args: Any, timeout: float | None = DEFAULT) -> T:
-        """Escape hatch: ``fn(raw_connection, *args)`` on the connection's own thread.
+        """Escape hatch: ``fn(raw_connection, *args)`` on the connection's worker thread.
 
         Keep ``raw_connection`` inside ``fn``: using it from any other thread breaks the
         driver's thread-affinity guarantees.

@@ -1,8 +1,8 @@
 """The thread side of one pooled connection: the raw DB-API objects and the jobs run on them.
 
-Everything here runs on the connection's own worker thread (``Link.cancel`` excepted: it
-runs on a helper thread while the worker is blocked in the driver). Each job returns plain
-data, so results cross to the event loop without further driver calls.
+Everything here runs on the connection's worker thread, one job at a time (``Link.cancel``
+excepted: it runs on a helper thread while the worker is blocked in the driver). Each job
+returns plain data, so results cross to the event loop without further driver calls.
 """
 
 from __future__ import annotations

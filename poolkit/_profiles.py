@@ -3,7 +3,7 @@
 A profile answers, for one driver: how to ping cheaply, whether an exception means the
 connection is gone, how to cancel a running statement from another thread, whether a
 transaction is open (without a round trip, where the driver knows), and how to read and set
-autocommit. Every function runs on the connection's own worker thread, except ``cancel``,
+autocommit. Every function runs on the connection's worker thread, except ``cancel``,
 which by its nature runs on a helper thread while the worker is blocked in the driver.
 """
 
@@ -92,6 +92,9 @@ class DriverProfile:
     #: already knows, without a round trip, that the connection is lost. Run around commits
     #: and after resets, for drivers whose commit can succeed on a lost connection.
     check_alive: Callable[[Raw, Any], None] | None = None
+    #: a connection must stay on the thread that made it (sqlite3's ``check_same_thread``):
+    #: ``Pool(threads="auto")`` then gives each connection a thread of its own
+    thread_bound: bool = False
 
 
 # ----- psycopg2 --------------------------------------------------------------------------
@@ -230,6 +233,7 @@ SQLITE3 = DriverProfile(
     get_autocommit=_sqlite_get_autocommit,
     set_autocommit=_sqlite_set_autocommit,
     explicit_begin=True,
+    thread_bound=True,
 )
 
 

@@ -2,7 +2,7 @@
 
 Nothing here imports anyio or threading, and nothing here waits. Each transition mutates
 counters and queues and returns :class:`Actions` — which connections to start opening and
-which to close — for the async layer to carry out on the connections' own threads. Time is
+which to close — for the async layer to carry out on the connections' worker threads. Time is
 always passed in (``now``), so the machine can be driven by a virtual clock in tests.
 """
 

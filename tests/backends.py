@@ -143,12 +143,16 @@ def sqlite_backend(directory: Path) -> Backend:
 
 
 def fake_backend() -> Backend:
-    """poolkit's fake driver: a shared SQLite database behind the fault-injection layer."""
+    """poolkit's fake driver: a shared SQLite database behind the fault-injection layer.
+
+    It says threadsafety 2, so ``threads="auto"`` runs it on the shared thread group, as it
+    does psycopg2: the suite covers both modes (sqlite3 and PyMySQL run dedicated).
+    """
     from poolkit.fakes import FakeDriver
 
     return Backend(
         name="fake",
-        driver=FakeDriver(),
+        driver=FakeDriver(threadsafety=2),
         placeholder=lambda n: "?",
         sleep_sql=lambda s: f"SELECT sleep({s})",
         session_id_sql="SELECT connection_id()",

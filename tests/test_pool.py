@@ -1224,7 +1224,9 @@ async def test_resize_before_open() -> None:
         worker.submit(link.run, (Link.close, ()))
         worker.stop()
     for worker, _ in orphans:
-        worker.thread.join(HANG)
+        thread = worker.owned_thread()  # a dedicated worker's (FakeServer: threadsafety 1)
+        assert thread is not None
+        thread.join(HANG)
     with anyio.fail_after(HANG):
         async with pool:
             assert pool.stats().idle == 2
