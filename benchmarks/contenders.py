@@ -18,7 +18,7 @@ import importlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import poolkit
 
@@ -147,7 +147,7 @@ def _dbapi_cursors(server: Server, driver: str, n: int) -> Iterator[list[Any]]:
 # ----- poolkit -------------------------------------------------------------------------------
 
 
-def poolkit_opener(driver: str) -> Opener:
+def poolkit_opener(driver: str, threads: Literal["auto", "dedicated", "shared"] = "auto") -> Opener:
     @contextlib.asynccontextmanager
     async def open_(server: Server, n: int) -> AsyncIterator[Session]:
         module, args, kwargs = server.dbapi(driver)
@@ -158,6 +158,7 @@ def poolkit_opener(driver: str) -> Opener:
             min_size=n,
             max_size=n,
             configure=_autocommit if driver == "psycopg2" else None,
+            threads=threads,
         )
         async with pool:
             yield Session(functools.partial(poolkit_query, pool), pool.connection, poolkit_run)
@@ -328,6 +329,9 @@ CONTENDERS: tuple[Contender, ...] = (
     # PostgreSQL
     Contender(POOLKIT_PG, "postgres", "poolkit", _BOTH, ("psycopg2",), poolkit_opener("psycopg2"),
               dbapi="psycopg2"),
+    # threads="auto" shares threads for psycopg2 (threadsafety 2); the dedicated ones beside it
+    Contender("poolkit+psycopg2 (dedicated threads)", "postgres", "poolkit", _ASYNCIO,
+              ("psycopg2",), poolkit_opener("psycopg2", "dedicated"), dbapi="psycopg2"),
     Contender("poolkit+pyodbc (psqlODBC)", "postgres", "poolkit", _BOTH, ("pyodbc",),
               poolkit_opener("pyodbc"), dbapi="pyodbc"),
     Contender(ASYNCPG, "postgres", "native", _ASYNCIO, ("asyncpg",), _asyncpg_opener(False)),
@@ -348,6 +352,9 @@ CONTENDERS: tuple[Contender, ...] = (
     # MySQL / MariaDB
     Contender(POOLKIT_MY, "mysql", "poolkit", _BOTH, ("pymysql",), poolkit_opener("pymysql"),
               dbapi="pymysql"),
+    # PyMySQL says threadsafety 1, so "auto" dedicates threads; shared is the user's opt-in
+    Contender("poolkit+PyMySQL (shared threads)", "mysql", "poolkit", _ASYNCIO, ("pymysql",),
+              poolkit_opener("pymysql", "shared"), dbapi="pymysql"),
     Contender("poolkit+pyodbc (MariaDB ODBC)", "mysql", "poolkit", _BOTH, ("pyodbc",),
               poolkit_opener("pyodbc"), dbapi="pyodbc"),
     Contender("aiomysql Pool", "mysql", "native", _ASYNCIO, ("aiomysql",), _aiomysql),
