@@ -344,7 +344,14 @@ _NEVER_CLOSED = textwrap.dedent(
     import poolkit
 
     async def main() -> None:
-        pool = poolkit.Pool(sqlite3, sys.argv[2], min_size=2, max_size=2)
+        pool = poolkit.Pool(
+            sqlite3,
+            sys.argv[2],
+            connect_kwargs={"check_same_thread": sys.argv[3] == "dedicated"},
+            min_size=2,
+            max_size=2,
+            threads=sys.argv[3],
+        )
         await pool.open()
         async with pool.connection() as conn:
             cur = await conn.execute("SELECT 6 * 7")
@@ -363,10 +370,13 @@ _NEVER_CLOSED = textwrap.dedent(
 )
 
 
+@pytest.mark.parametrize("threads", ["dedicated", "shared"])
 @pytest.mark.parametrize("library", ["asyncio", "trio"])
-def test_unclosed_pool_does_not_block_interpreter_exit(library: str, tmp_path: Path) -> None:
+def test_unclosed_pool_does_not_block_interpreter_exit(
+    library: str, threads: str, tmp_path: Path
+) -> None:
     proc = subprocess.run(
-        [sys.executable, "-c", _NEVER_CLOSED, library, str(tmp_path / "exit.db")],
+        [sys.executable, "-c", _NEVER_CLOSED, library, str(tmp_path / "exit.db"), threads],
         cwd=REPO,
         capture_output=True,
         text=True,

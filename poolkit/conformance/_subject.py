@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from poolkit.fakes import FakeDriver
 
@@ -109,9 +109,14 @@ class StatefulPool(Protocol):
 
 
 class PoolkitSubject:
-    """:class:`poolkit.Pool` as the machine's subject (the reference; declares everything)."""
+    """:class:`poolkit.Pool` as the machine's subject (the reference; declares everything).
+
+    ``threads`` is the pool's ``threads=``: dedicated threads keep the ``thread_affinity``
+    it declares; a subclass with ``threads = "shared"`` must not declare that.
+    """
 
     capabilities = frozenset(CAPABILITIES)
+    threads: Literal["dedicated", "shared"] = "dedicated"
 
     def __init__(self, spec: PoolSpec) -> None:
         import poolkit
@@ -129,6 +134,7 @@ class PoolkitSubject:
             check_idle_after=spec.check_idle_after,
             backoff=poolkit.Backoff(initial=0.001, maximum=0.01),
             clock=spec.clock,
+            threads=self.threads,
         )
 
     async def open(self) -> None:

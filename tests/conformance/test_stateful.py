@@ -41,6 +41,21 @@ def test_poolkit_keeps_every_invariant(backend: str) -> None:
     assert sum(FIGURES.faults.values()) - faults > EXAMPLES // 10
 
 
+class SharedThreads(PoolkitSubject):
+    """The pool on its shared thread group: connections move between threads."""
+
+    capabilities = PoolkitSubject.capabilities - {"thread_affinity"}
+    threads = "shared"
+
+
+@pytest.mark.timeout(300)
+def test_poolkit_on_shared_threads_keeps_every_invariant() -> None:
+    before = FIGURES.examples
+    settings_ = ci_settings(EXAMPLES // 2, 30)
+    run_state_machine_as_test(pool_machine(SharedThreads, backend="asyncio"), settings=settings_)
+    assert FIGURES.examples - before >= EXAMPLES // 4
+
+
 def test_pool_machine_rejects_an_unknown_backend() -> None:
     with pytest.raises(ValueError, match="backend must be 'asyncio' or 'trio'"):
         pool_machine(backend="curio")
