@@ -3,8 +3,9 @@
 Measured on the target machine (wall µs per loop -> thread -> loop trip, 1 / 64 tasks): a
 dedicated thread woken through ``queue.SimpleQueue`` and answered with
 ``call_soon_threadsafe`` costs 83 / 30, ``run_in_executor`` 121 / 30 and
-``anyio.to_thread.run_sync`` 130 / 60 on asyncio (165 / 106 on trio). So each connection owns
-a thread fed by a ``SimpleQueue``, and answers come back through :class:`Bridge`, which
+``anyio.to_thread.run_sync`` 130 / 60 on asyncio (165 / 106 on trio). So connections' calls go
+to poolkit's own threads through a ``SimpleQueue`` (one per thread, or one per shared group),
+and answers come back through :class:`Bridge`, which
 batches every completion that arrives while the loop is busy into one loop callback (one
 self-pipe write instead of one per thread).
 

@@ -53,7 +53,7 @@ Outcome = tuple[bool, Any, "bool | None", bool]
 
 
 class CursorBox:
-    """Holds a raw cursor for one ``AsyncCursor``; only its worker thread touches ``raw``."""
+    """Holds a raw cursor for one ``AsyncCursor``; only the connection's worker touches ``raw``."""
 
     __slots__ = ("__weakref__", "args", "closed", "kwargs", "raw")
 
@@ -65,7 +65,7 @@ class CursorBox:
 
 
 class Link:
-    """A raw connection and its open cursors, owned by one worker thread."""
+    """A raw connection and its open cursors; its jobs run one at a time on a worker thread."""
 
     __slots__ = (
         "abandoned",

@@ -33,7 +33,7 @@ from ._profiles import DriverProfile, driver_name, profile_for
 from ._redact import Redactor
 from ._state import NOTHING, Actions, PoolState, Slot, SlotState, validate_sizes
 from ._stats import Counters, PoolEvent, Stats
-from ._worker import Runner, ThreadGroup, Worker, run_in_helper_thread
+from ._worker import Runner, Strand, ThreadGroup, Worker, run_in_helper_thread
 
 __all__ = ["Pool"]
 
@@ -88,7 +88,7 @@ class Pool:
     (0: always, None: never); connections created before a disconnect was seen are always
     pinged. ``check(raw)`` replaces the driver profile's ping.
 
-    Hooks run on the connection's thread with the raw connection: ``configure(raw)`` once
+    Hooks run on a worker thread with the raw connection: ``configure(raw)`` once
     after connect, ``reset(raw)`` on each return after the rollback.
 
     ``threads`` says where a connection's calls run; they run one at a time and in order
@@ -186,6 +186,18 @@ class Pool:
             else (profile_for(driver) if driver is not None else None)
         )
         self._driver_name = driver_name(driver) if driver is not None else "dbapi"
+        if (
+            threads == "shared"
+            and self._profile is not None
+            and connect is None
+            and self._profile.thread_bound
+            and kwargs.get("check_same_thread", True) is not False
+        ):
+            raise ValueError(
+                f"threads='shared' moves connections between threads, which "
+                f"{self._profile.name} refuses: connect with check_same_thread=False, or use "
+                "threads='dedicated'"
+            )
         self.name = name if name is not None else f"{self._driver_name}-{next(_names)}"
         self._redact = Redactor(args, kwargs, secrets)
         self._timeout = timeout
@@ -413,14 +425,15 @@ class Pool:
         forced = len(forced_ids | set(self._conns))
         if stuck:
             log.warning(
-                "pool %s: %d connection threads still inside the driver, left behind: %s",
+                "pool %s: %d connections still inside the driver, threads left behind: %s",
                 self.name,
                 len(stuck),
                 ", ".join(stuck),
             )
         threads, self._retired = self._retired, []
-        if self._group is not None:
-            threads += self._group.threads()
+        if self._group is not None:  # less the threads still stuck in a call, as above
+            busy = {c.worker.thread for c in self._conns.values() if isinstance(c.worker, Strand)}
+            threads += [t for t in self._group.threads() if t not in busy]
         await self._join(threads, _FORCE_GRACE if forced else 5.0)
         self._close_result = forced
         self._finalizer.detach()
@@ -492,7 +505,7 @@ class Pool:
         self._notify()
 
     async def check(self) -> int:
-        """Ping every connection that is idle now, all at once on their threads; those that
+        """Ping every connection that is idle now, all at once on worker threads; those that
         fail are discarded (and replaced, down to ``min_size``). Returns how many failed.
 
         Connections in use are left alone (they are checked when they come back, if a
@@ -723,7 +736,7 @@ class Pool:
         return conn
 
     def _release(self, conn: PooledConn, *, handed_out: bool = True) -> None:
-        """A caller is done with ``conn``. Never waits: any reset runs on the conn's thread.
+        """A caller is done with ``conn``. Never waits: any reset runs on a worker thread.
 
         ``handed_out=False``: the acquire was abandoned during the health check, so this is
         no checkin in the statistics or events.
@@ -1078,5 +1091,4 @@ def _abandon_pool(
             len(threads),
         )
     for worker, link in list(threads.values()):
-        worker.submit(link.run, (Link.close, ()))
-        worker.stop()
+        worker.close_later((link.run, (Link.close, ()), None, None))

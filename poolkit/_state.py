@@ -26,8 +26,8 @@ class SlotState(enum.Enum):
     OPENING = "opening"  # a connect attempt is scheduled or running
     IDLE = "idle"  # ready, in the idle stack
     IN_USE = "in_use"  # handed to a caller
-    RESETTING = "resetting"  # returned; its reset runs on its thread
-    CLOSING = "closing"  # its close runs on its thread; still counts toward max_size
+    RESETTING = "resetting"  # returned; its reset runs on a worker thread
+    CLOSING = "closing"  # its close runs on a worker thread; still counts toward max_size
     CLOSED = "closed"
 
 

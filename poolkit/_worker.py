@@ -14,6 +14,7 @@ Threads are daemons, so a pool that is never closed does not keep the interprete
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 from collections import deque
@@ -30,6 +31,8 @@ Done = Callable[[Any, Any, BaseException | None], None]
 _Item = tuple[Callable[..., Any], tuple[Any, ...], "Done | None", Any]
 
 _names = itertools.count(1)
+
+log = logging.getLogger("poolkit.worker")
 
 
 class _JobQueue(Protocol):
@@ -56,6 +59,12 @@ class _Submit:
     def stop(self) -> None:
         """Let the jobs queued before this run, then drop the thread (on a Strand: one of the
         group's threads); jobs queued after it never run."""
+        self.queue.put(None)
+
+    def close_later(self, job: _Item) -> None:
+        """``job`` then stop, queued from a weakref finalizer (any thread, at any bytecode):
+        only ``SimpleQueue.put`` is safe there, never a lock the interrupted code may hold."""
+        self.queue.put(job)
         self.queue.put(None)
 
 
@@ -105,7 +114,7 @@ class ThreadGroup:
     def __init__(self, bridge: Bridge, pool_name: str) -> None:
         self._bridge = bridge
         self._names = pool_name
-        self._queue: queue.SimpleQueue[Strand] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[Strand | _Later] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
 
@@ -115,9 +124,9 @@ class ThreadGroup:
         thread = threading.Thread(
             target=self._main, name=f"poolkit-{self._names}-{next(_names)}", daemon=True
         )
+        thread.start()  # first: a thread that failed to start must not be joined at close
         with self._lock:
             self._threads.add(thread)
-        thread.start()
         return strand
 
     def threads(self) -> list[threading.Thread]:
@@ -175,6 +184,11 @@ class Strand(_Submit):
             self._running = True
         self._group_put(self)
 
+    def close_later(self, job: _Item) -> None:
+        # Strand.put takes the strand's lock, which the interrupted thread may hold: hand
+        # the puts to a group thread through the group's queue instead.
+        self._group_put(_Later(self, (job, None)))
+
     @property
     def name(self) -> str:
         thread = self.thread
@@ -206,21 +220,39 @@ class Strand(_Submit):
             del item
 
 
+class _Later:
+    """Jobs for a strand, put on it by a group thread (see :meth:`Strand.close_later`)."""
+
+    __slots__ = ("items", "strand")
+
+    def __init__(self, strand: Strand, items: tuple[_Item | None, ...]) -> None:
+        self.strand = strand
+        self.items = items
+
+    def drain(self, me: threading.Thread, post: Callable[..., None]) -> bool:
+        for item in self.items:
+            self.strand.put(item)
+        return False
+
+
 #: where a connection's jobs run
 Runner = Worker | Strand
 
 
 def _run(item: _Item, post: Callable[..., None]) -> None:
-    """Run one job; its outcome (never an exception out of here) goes to the loop."""
+    """Run one job; its outcome goes to the loop. Nothing raises out of here: a worker
+    thread that died would leave its connection (or a group short of a thread) for ever."""
     fn, args, done, token = item
+    error: BaseException | None = None
     try:
         result = fn(*args)
     except BaseException as exc:
-        if done is not None:
-            post(done, token, None, exc)
-    else:
-        if done is not None:
-            post(done, token, result, None)
+        result, error = None, exc
+    if done is not None:
+        try:
+            post(done, token, result, error)
+        except BaseException:
+            log.exception("poolkit: could not report a job's outcome to the event loop")
 
 
 def run_in_helper_thread(fn: Callable[[], Any], name: str) -> threading.Thread:

@@ -7,6 +7,7 @@ connections close, and leaves none behind after close.
 
 from __future__ import annotations
 
+import dataclasses
 import sqlite3
 import sys
 import threading
@@ -32,6 +33,17 @@ HANG = 10.0
 
 def workers(pool: poolkit.Pool) -> list[threading.Thread]:
     return [t for t in pool_threads(pool) if not t.name.endswith("-maintenance")]
+
+
+def shared_pool(tag: str, size: int) -> poolkit.Pool:
+    """A fake-driver pool on shared threads, named so that its threads can be found."""
+    return poolkit.Pool(
+        FakeDriver(threadsafety=2),
+        min_size=size,
+        max_size=size,
+        name=f"{tag}-{uuid.uuid4().hex[:8]}",
+        threads="shared",
+    )
 
 
 # ----- choosing the mode ---------------------------------------------------------------
@@ -182,13 +194,7 @@ async def test_a_call_stuck_in_the_driver_holds_up_no_other_connection() -> None
 
 
 async def test_threads_follow_the_connections_and_none_outlive_close() -> None:
-    pool = poolkit.Pool(
-        FakeDriver(threadsafety=2),
-        min_size=2,
-        max_size=2,
-        name=f"churn-{uuid.uuid4().hex[:8]}",
-        threads="shared",
-    )
+    pool = shared_pool("churn", size=2)
     async with pool:
         for _ in range(25):
             async with pool.connection() as conn:
@@ -311,3 +317,95 @@ def test_jobs_queued_on_one_strand_never_overlap_and_keep_their_order() -> None:
     for thread in threads:
         thread.join(HANG)
     assert group.threads() == []
+
+
+def test_shared_refuses_a_thread_bound_driver_that_checks_its_thread(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"threads='shared' .* sqlite3 refuses"):
+        poolkit.Pool(sqlite3, str(tmp_path / "x.db"), threads="shared")
+    allowed = {"check_same_thread": False}  # the connections may move
+    poolkit.Pool(sqlite3, str(tmp_path / "x.db"), connect_kwargs=allowed, threads="shared")
+
+
+def test_auto_honours_a_thread_bound_profile_whatever_the_threadsafety() -> None:
+    bound = dataclasses.replace(poolkit.profile_for(FakeDriver()), thread_bound=True)
+    assert poolkit.Pool(FakeDriver(threadsafety=3), profile=bound).threads == "dedicated"
+    assert poolkit.Pool(FakeDriver(threadsafety=3)).threads == "shared"
+
+
+def test_a_failed_thread_start_leaves_no_thread_to_join(monkeypatch: pytest.MonkeyPatch) -> None:
+    group = ThreadGroup(ThreadBridge(), f"unit-{uuid.uuid4().hex[:8]}")
+
+    def refuse(self: threading.Thread) -> None:
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    with pytest.raises(RuntimeError, match="can't start"):
+        group.strand("s")
+    assert group.threads() == []
+
+
+def test_a_job_whose_outcome_cannot_be_posted_does_not_kill_the_thread() -> None:
+    posted: list[Any] = []
+
+    class Flaky(Bridge):
+        def __init__(self) -> None:
+            super().__init__(lambda fn: fn())
+            self.fail = True
+
+        def post(self, fn: Callable[..., None], *args: Any) -> None:
+            if self.fail:
+                self.fail = False
+                raise OSError("loop is wedged")
+            posted.append(args[0])
+
+    group = ThreadGroup(Flaky(), f"unit-{uuid.uuid4().hex[:8]}")
+    strand = group.strand("s")
+    finished = threading.Event()
+    strand.submit(lambda: None, (), lambda *a: None, "lost")
+    strand.submit(lambda: finished.set(), (), lambda *a: None, "seen")
+    assert finished.wait(HANG)
+    for _ in range(200):
+        if posted:
+            break
+        finished.wait(0.01)
+    assert posted == ["seen"]
+    threads = group.threads()
+    assert len(threads) == 1
+    strand.stop()
+    for thread in threads:
+        thread.join(HANG)
+
+
+def test_close_later_goes_through_the_group_queue_not_the_strand_lock() -> None:
+    """The finalizer's path: it may interrupt a thread that holds the strand's lock."""
+    group = ThreadGroup(ThreadBridge(), f"unit-{uuid.uuid4().hex[:8]}")
+    strand = group.strand("s")
+    closed = threading.Event()
+    threads = group.threads()
+    caller = threading.Thread(target=strand.close_later, args=((closed.set, (), None, None),))
+    with strand._lock:  # as if the finalizer ran inside drain's locked block
+        caller.start()
+        caller.join(1.0)
+        returned = not caller.is_alive()
+    caller.join(HANG)
+    assert returned, "close_later waited for the strand's lock"
+    assert closed.wait(HANG)
+    for thread in threads:
+        thread.join(HANG)
+    assert group.threads() == []
+
+
+async def test_forced_close_leaves_a_thread_stuck_in_the_driver_behind() -> None:
+    gate = threading.Event()
+    pool = shared_pool("stuck", size=2)
+    await pool.open()
+    conn = await pool.acquire()
+    try:
+        with anyio.move_on_after(0.05):
+            await conn.run(lambda raw: gate.wait(HANG))  # ignores the driver cancel
+        with anyio.fail_after(HANG):  # returns with the call still stuck
+            assert await pool.close(timeout=0.05) == 1
+        assert len(workers(pool)) == 1  # the stuck one; the other connection's thread left
+    finally:
+        gate.set()
+    await wait_until(lambda: pool_threads(pool) == [], "the stuck thread to leave")
