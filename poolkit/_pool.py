@@ -33,7 +33,7 @@ from ._profiles import DriverProfile, driver_name, profile_for
 from ._redact import Redactor
 from ._state import NOTHING, Actions, PoolState, Slot, SlotState, validate_sizes
 from ._stats import Counters, PoolEvent, Stats
-from ._worker import Runner, Strand, ThreadGroup, Worker, run_in_helper_thread
+from ._worker import Runner, ThreadGroup, Worker, run_in_helper_thread
 
 __all__ = ["Pool"]
 
@@ -432,7 +432,7 @@ class Pool:
             )
         threads, self._retired = self._retired, []
         if self._group is not None:  # less the threads still stuck in a call, as above
-            busy = {c.worker.thread for c in self._conns.values() if isinstance(c.worker, Strand)}
+            busy = {c.worker.thread for c in self._conns.values()}
             threads += [t for t in self._group.threads() if t not in busy]
         await self._join(threads, _FORCE_GRACE if forced else 5.0)
         self._close_result = forced

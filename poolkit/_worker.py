@@ -109,11 +109,11 @@ class ThreadGroup:
     only its own connection: every other connection still finds a thread.
     """
 
-    __slots__ = ("_bridge", "_lock", "_names", "_queue", "_threads")
+    __slots__ = ("_bridge", "_lock", "_pool_name", "_queue", "_threads")
 
     def __init__(self, bridge: Bridge, pool_name: str) -> None:
         self._bridge = bridge
-        self._names = pool_name
+        self._pool_name = pool_name
         self._queue: queue.SimpleQueue[Strand | _Later] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
@@ -122,7 +122,7 @@ class ThreadGroup:
         """A new strand, and a thread more for the group."""
         strand = Strand(self, label)
         thread = threading.Thread(
-            target=self._main, name=f"poolkit-{self._names}-{next(_names)}", daemon=True
+            target=self._main, name=f"poolkit-{self._pool_name}-{next(_names)}", daemon=True
         )
         thread.start()  # first: a thread that failed to start must not be joined at close
         with self._lock:
