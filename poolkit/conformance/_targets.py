@@ -11,6 +11,7 @@ a server-side session count, a statement timeout). Secrets never leave it unmask
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import re
 import uuid
@@ -79,6 +80,8 @@ class Dialect:
     statement_timeout: Callable[[int], str] = lambda ms: ""
     #: whether a running statement was seen for a session (by its id)
     running: Callable[[int], str] = lambda pid: ""
+    #: whether session ``pid`` is still on the server (a count: 0 or 1)
+    alive: Callable[[int], str] = lambda pid: ""
     #: the same, from the driver's own activity view where no SQL shows it (the fake driver):
     #: ``(driver module, session id) -> statements running``
     running_view: Callable[[Any, int], int] | None = None
@@ -94,6 +97,8 @@ class Dialect:
     deadlock_codes: tuple[str, ...] = ()
     #: codes of the error a statement stopped by ``statement_timeout`` gets
     timeout_codes: tuple[str, ...] = ()
+    #: a SELECT of ``n`` rows of 100 characters each (a result large enough to stall halfway)
+    many_rows: Callable[[int], str] = lambda n: ""
 
 
 def error_codes(exc: BaseException) -> set[str]:
@@ -129,9 +134,11 @@ def _pg_dialect() -> Dialect:
         running=lambda pid: (
             f"SELECT count(*) FROM pg_stat_activity WHERE pid = {int(pid)} AND state = 'active'"
         ),
+        alive=lambda pid: f"SELECT count(*) FROM pg_stat_activity WHERE pid = {int(pid)}",
         sessions_by_tag=True,
         deadlock_codes=("40P01",),
         timeout_codes=("57014",),
+        many_rows=lambda n: f"SELECT repeat('x', 100) FROM generate_series(1, {int(n)})",
     )
 
 
@@ -147,9 +154,14 @@ def _mysql_dialect() -> Dialect:
             "SELECT count(*) FROM information_schema.PROCESSLIST "
             f"WHERE ID = {int(pid)} AND COMMAND IN ('Query', 'Execute')"
         ),
+        alive=lambda pid: (
+            f"SELECT count(*) FROM information_schema.PROCESSLIST WHERE ID = {int(pid)}"
+        ),
         sessions_by_tag=True,
         deadlock_codes=("1213",),
         timeout_codes=("1969",),  # ER_STATEMENT_TIMEOUT
+        # MariaDB's SEQUENCE engine; MySQL 8 would need a recursive CTE
+        many_rows=lambda n: f"SELECT REPEAT('x', 100) FROM seq_1_to_{int(n)}",
     )
 
 
@@ -160,6 +172,9 @@ def _mssql_dialect() -> Dialect:
         kill=lambda pid: f"KILL {int(pid)}",
         running=lambda pid: (
             f"SELECT count(*) FROM sys.dm_exec_requests WHERE session_id = {int(pid)}"
+        ),
+        alive=lambda pid: (
+            f"SELECT count(*) FROM sys.dm_exec_sessions WHERE session_id = {int(pid)}"
         ),
         int_pk="INT PRIMARY KEY",
         text="NVARCHAR(200)",
@@ -185,6 +200,7 @@ def _sqlite_dialect(fake: bool) -> Dialect:
             sleep=lambda s: f"SELECT sleep({s})",
             session_id="SELECT connection_id()",
             kill=lambda pid: f"SELECT kill_connection({int(pid)})",
+            alive=lambda pid: f"SELECT connection_alive({int(pid)})",
             running_view=_fake_running,
             deadlock_codes=("SQLITE_BUSY",),  # a transaction is begun before a SELECT too
         )
@@ -212,6 +228,8 @@ class Target:
     #: set up connect arguments that mark sessions with a tag (for server-side counts)
     tagger: Callable[[str], tuple[tuple[Any, ...], dict[str, Any], str]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the DSN it was built from (None: embedded); never shown
+    dsn: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "args", Masked(self.args))
@@ -226,6 +244,21 @@ class Target:
 
     def __repr__(self) -> str:
         return f"<Target {self.id} ({self.source})>"
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The server's TCP host and port, or None (embedded, or a socket path)."""
+        if self.dsn is None:
+            return None
+        return _address(self.backend, self.dsn)
+
+    def rehosted(self, host: str, port: int) -> Target:
+        """The same database and driver, reached at ``host:port`` (say, through a proxy)."""
+        if self.dsn is None or self.address is None:
+            raise TargetError(f"{self.id} is not reached over TCP")
+        return build_target(
+            self.backend, self.driver, _rehost(self.backend, self.dsn, host, port), self.source, ""
+        )
 
     def connect(self) -> Any:
         """A plain driver connection, for setting up and inspecting from the check's side.
@@ -384,12 +417,48 @@ def build_target(backend: str, driver: str, dsn: str | None, source: str, tmp: s
     if dsn is None:
         raise TargetError(f"{backend} needs a DSN")
     if backend == "postgres":
-        return _postgres(driver, dsn, source)
-    if backend == "mysql":
-        return _mysql(driver, dsn, source)
-    if backend == "mssql":
-        return _mssql(driver, dsn, source)
-    raise TargetError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+        target = _postgres(driver, dsn, source)
+    elif backend == "mysql":
+        target = _mysql(driver, dsn, source)
+    elif backend == "mssql":
+        target = _mssql(driver, dsn, source)
+    else:
+        raise TargetError(f"unknown backend {backend!r}; known: {', '.join(BACKENDS)}")
+    return dataclasses.replace(target, dsn=dsn)
+
+
+def _address(backend: str, dsn: str) -> tuple[str, int] | None:
+    if backend == "postgres":
+        parts = _pg_parts(dsn)
+        host = str(parts.get("host") or "")
+        if not host or host.startswith("/") or "," in host:  # a socket, or several hosts
+            return None
+        return host, int(parts.get("port") or 5432)
+    if dsn.lower().startswith(("driver=", "dsn=")):  # an ODBC connection string
+        return None
+    url = urlsplit(dsn)
+    if not url.hostname:
+        return None
+    return url.hostname, url.port or {"mysql": 3306, "mssql": 1433}.get(backend, 0)
+
+
+def _libpq_value(value: object) -> str:
+    text = str(value)
+    if text and not any(c in text for c in " '\\"):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _rehost(backend: str, dsn: str, host: str, port: int) -> str:
+    """``dsn`` pointed at ``host:port`` instead; everything else (and any password) kept."""
+    if backend == "postgres":
+        parts = {k: v for k, v in _pg_parts(dsn).items() if k not in ("hostaddr",)}
+        parts.update(host=host, port=str(port))
+        return " ".join(f"{k}={_libpq_value(v)}" for k, v in parts.items())
+    url = urlsplit(dsn)
+    userinfo, _, _ = url.netloc.rpartition("@")
+    netloc = f"{userinfo}@{host}:{port}" if userinfo else f"{host}:{port}"
+    return url._replace(netloc=netloc).geturl()
 
 
 def _sqlite(driver: str, tmp: str) -> Target:

@@ -35,7 +35,8 @@ CAPABILITIES: dict[str, str] = {
     "trio": "runs under trio (not only asyncio)",
     "rollback_on_return": "a connection returned in a transaction is rolled back",
     "acquire_timeout": "connection(timeout=...) raises the adapter's timeout error",
-    "query_timeout": "a per-call timeout cancels the statement on the server",
+    "query_timeout": "a pool option query_timeout=<s> ends a call past it with a TimeoutError",
+    "restart_recovery": "after every session is lost at once, at most one call fails",
     "cancel_on_caller_cancel": "a cancelled caller's statement stops on the server",
     "max_waiting": "a bound on waiters fails fast with a typed error",
     "pep249_cursor": "cursors with arraysize/fetchmany/executemany as PEP 249 says",
@@ -99,6 +100,7 @@ class PoolkitAdapter:
             "cancel_on_caller_cancel",
             "max_waiting",
             "pep249_cursor",
+            "restart_recovery",
         }
     )
 

@@ -20,7 +20,18 @@ from poolkit.conformance._targets import Target
 
 from ._support import not_supported, rows
 
-__all__ = ["HANG", "LONG", "Watch", "require", "scalar", "serves", "session_of", "until", "watched"]
+__all__ = [
+    "HANG",
+    "LONG",
+    "Watch",
+    "calls",
+    "require",
+    "scalar",
+    "serves",
+    "session_of",
+    "until",
+    "watched",
+]
 
 #: seconds a server-side sleep would run if nothing stopped it
 LONG = 30
@@ -34,6 +45,7 @@ def require(target: Target, *needs: str) -> None:
     have = {
         "session_id": bool(d.session_id),
         "kill": bool(d.kill(1)),
+        "alive": bool(d.alive(1)),
         "running": bool(d.running(1)) or d.running_view is not None,
         "statement_timeout": bool(d.statement_timeout(1)),
         "deadlock_codes": bool(d.deadlock_codes),
@@ -120,6 +132,10 @@ class Watch:
             return d.running_view(self.target.module, pid)
         return int((await self.query(d.running(pid)))[0][0])
 
+    async def alive(self, pid: int) -> bool:
+        """Whether session ``pid`` is still on the server."""
+        return int((await self.query(self.target.dialect.alive(pid)))[0][0]) > 0
+
     async def kill(self, pid: int) -> None:
         """End session ``pid`` as an administrator would."""
         await self.query(self.target.dialect.kill(pid))
@@ -128,10 +144,28 @@ class Watch:
         await anyio.to_thread.run_sync(self._raw.close)
 
 
+async def calls(pool: Any, target: Target, count: int) -> list[BaseException]:
+    """``count`` calls one after another, each on a connection of its own; the driver errors
+    they raised (a wrong answer or any other error fails the check)."""
+    failed: list[BaseException] = []
+    with anyio.fail_after(HANG * 2):
+        for i in range(count):
+            try:
+                async with pool.connection(timeout=HANG) as conn:
+                    await scalar(conn, 200 + i)
+            except target.module.Error as exc:
+                failed.append(exc)
+    return failed
+
+
 @asynccontextmanager
-async def watched(target: Target) -> AsyncIterator[Watch]:
-    """A :class:`Watch` over sessions opened with its ``connect`` arguments."""
-    with target.tagged() as (args, kwargs, count_sql):
+async def watched(target: Target, pool_target: Target | None = None) -> AsyncIterator[Watch]:
+    """A :class:`Watch` over sessions opened with its ``connect`` arguments.
+
+    The watch connects to ``target`` directly; the pool's connect arguments are those of
+    ``pool_target`` (default: the same), say the target reached through a fault proxy.
+    """
+    with (pool_target or target).tagged() as (args, kwargs, count_sql):
         raw = await anyio.to_thread.run_sync(target.connect)
         watch = Watch(target, raw, count_sql, {"args": args, "kwargs": kwargs})
         try:

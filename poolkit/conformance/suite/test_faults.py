@@ -1,5 +1,5 @@
-"""Real faults on real servers: a session killed mid-query, a statement timeout, a deadlock, a
-long query cancelled by its caller. After each the pool serves correct results and holds no
+"""Real faults on real servers: a session killed mid-query, every session killed at once, a
+statement timeout, a deadlock, a long query cancelled by its caller. After each the pool serves correct results and holds no
 more sessions than it may.
 
 Time bounds only tell "returned" from "hung"; no check measures speed.
@@ -14,7 +14,18 @@ import pytest
 
 from poolkit.conformance._targets import Target, error_codes
 
-from ._server import HANG, LONG, Watch, require, scalar, serves, session_of, until, watched
+from ._server import (
+    HANG,
+    LONG,
+    Watch,
+    calls,
+    require,
+    scalar,
+    serves,
+    session_of,
+    until,
+    watched,
+)
 from ._support import rows
 
 pytestmark = pytest.mark.anyio
@@ -78,6 +89,36 @@ async def test_session_killed_mid_query(target: Target, adapter: Any) -> None:
             ids = await serves(pool, target)
             assert pids[0] not in ids, "the killed session was handed out again"
             await no_leak(watch, max_size)
+
+
+@pytest.mark.requires("restart_recovery")
+async def test_killing_every_session_costs_at_most_one_call(target: Target, adapter: Any) -> None:
+    """An administrator ends every session of an idle pool at once, as a server restart or a
+    failover does. Of the calls that follow, one after another, at most one fails: the first
+    disconnect makes the pool check the other connections before it hands them out. Then
+    every call answers correctly, none of the killed sessions is handed out, none leaks."""
+    require(target, "session_id", "kill", "alive", "sessions")
+    size = 3
+    async with watched(target) as watch:
+        async with adapter.pool(
+            target, min_size=size, max_size=size, timeout=HANG, **watch.connect
+        ) as pool:
+            pids = await serves(pool, target)
+            for pid in pids:
+                await watch.kill(pid)
+
+            async def all_gone() -> bool:
+                return not any([await watch.alive(pid) for pid in pids])
+
+            await until(all_gone, "the killed sessions to leave the server")
+            failed = await calls(pool, target, 4 * size)
+            assert len(failed) <= 1, (
+                f"{len(failed)} of {4 * size} calls failed after a restart of "
+                f"{size} sessions: {failed[:2]!r}"
+            )
+            ids = await serves(pool, target)
+            assert not set(ids) & set(pids), "a killed session was handed out again"
+            await no_leak(watch, size)
 
 
 async def test_statement_timeout(target: Target, adapter: Any) -> None:
