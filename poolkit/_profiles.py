@@ -120,10 +120,68 @@ def _pg_cancel(raw: Raw, cursor: Raw | None, reconnect: Callable[[], Raw]) -> No
     raw.cancel()
 
 
+class _LibPQ:
+    """The libpq psycopg2 runs on, called through ctypes (which releases the GIL)."""
+
+    def __init__(self, lib: ctypes.CDLL) -> None:
+        self.get_cancel = lib.PQgetCancel
+        self.get_cancel.argtypes = [ctypes.c_void_p]
+        self.get_cancel.restype = ctypes.c_void_p
+        self.cancel = lib.PQcancel
+        self.cancel.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_int]
+        self.cancel.restype = ctypes.c_int
+        self.free_cancel = lib.PQfreeCancel
+        self.free_cancel.argtypes = [ctypes.c_void_p]
+        self.free_cancel.restype = None
+
+
+_libpq_cache: list[_LibPQ | None] = []
+
+
+def _psycopg2_libpq() -> _LibPQ | None:
+    """libpq's cancel functions, found through psycopg2's own extension module (whose
+    symbol lookup reaches the libpq it links, bundled or not); None where that fails."""
+    if not _libpq_cache:
+        found: _LibPQ | None = None
+        ext = sys.modules.get("psycopg2._psycopg")
+        path = getattr(ext, "__file__", None)
+        if path:
+            try:
+                found = _LibPQ(ctypes.CDLL(path))
+            except (OSError, AttributeError):
+                found = None
+        _libpq_cache.append(found)
+    return _libpq_cache[0]
+
+
+def _psycopg2_cancel(raw: Raw, cursor: Raw | None, reconnect: Callable[[], Raw]) -> None:
+    """psycopg2's ``connection.cancel()`` keeps the GIL while libpq connects to the server
+    and waits for its answer: on a network that stopped answering, every thread of the
+    process stops with it. The same libpq calls made through ctypes release the GIL, so only
+    this helper thread waits. ``PQgetCancel`` copies what the request needs (the server's
+    address and the session's key); the worker thread's later jobs, close included, wait for
+    this cancel to finish, so the connection is not freed under it."""
+    libpq = _psycopg2_libpq()
+    ptr = getattr(raw, "pgconn_ptr", None)
+    if libpq is None or not ptr:
+        raw.cancel()
+        return
+    handle = libpq.get_cancel(ptr)
+    if not handle:
+        raise sys.modules["psycopg2"].OperationalError("libpq could not make a cancel request")
+    try:
+        errbuf = ctypes.create_string_buffer(256)
+        if not libpq.cancel(handle, errbuf, len(errbuf)):
+            message = errbuf.value.decode("utf-8", "replace").strip()
+            raise sys.modules["psycopg2"].OperationalError(f"cancel request failed: {message}")
+    finally:
+        libpq.free_cancel(handle)
+
+
 PSYCOPG2 = DriverProfile(
     name="psycopg2",
     is_disconnect=_pg_disconnect,
-    cancel=_pg_cancel,
+    cancel=_psycopg2_cancel,
     in_transaction=_pg_in_tx,
 )
 
