@@ -754,7 +754,7 @@ class Pool:
         if self._leak_timeout is not None:
             conn.acquired_from = acquire_site()
         if self._listeners:
-            self._emit("checkout", conn.id)
+            self._emit("checkout", conn.id, extra={"wait": now - start})
         return conn
 
     def _release(self, conn: PooledConn, *, handed_out: bool = True) -> None:
@@ -782,7 +782,7 @@ class Pool:
         )
         conn.unread = 0
         if self._listeners and handed_out:
-            self._emit("checkin", conn.id)
+            self._emit("checkin", conn.id, extra={"use": used})
         slot = conn.slot
         actions = self._state.checkin(slot, now, keep=keep, reset=reset)
         if slot.state is SlotState.RESETTING:
@@ -844,7 +844,7 @@ class Pool:
         # fail together (say min_size=8 on a down server) step the delay once, not N times.
         conn.round = self._failure_round
         delay = self._backoff.delay(self._failure_round)
-        args = (self._connect, self._configure, delay, self._stop, self._wake)
+        args = (self._connect, self._configure, delay, self._stop, self._wake, self._clock)
         worker.submit(link.run, (Link.connect, args), self._on_connected, conn)
 
     def _on_connected(
@@ -863,7 +863,7 @@ class Pool:
             self._apply(self._state.open_failed(slot))
             self._notify()
             return
-        in_tx, autocommit = outcome[1]
+        in_tx, autocommit, took = outcome[1]
         conn.in_tx = in_tx
         conn.base_autocommit = conn.last_autocommit = autocommit
         if self._driver is None:
@@ -885,7 +885,7 @@ class Pool:
         self._wake = threading.Event()
         log.debug("pool %s: connection #%d opened", self.name, conn.id)
         if self._listeners:
-            self._emit("connect", conn.id)
+            self._emit("connect", conn.id, extra={"create": took})
         self._apply(self._state.opened(slot, self._clock()))
         self._notify()
 

@@ -88,5 +88,7 @@ class PoolEvent:
     connection_id: int | None = None
     #: secrets masked; e.g. the error of a failed connect, the reason for a discard
     detail: str | None = None
-    #: durations in seconds, by the pool's clock: ``held`` on ``leak``
+    #: durations in seconds, by the pool's clock: ``create`` on ``connect`` (connect and
+    #: ``configure``, back-off excluded), ``wait`` on ``checkout`` (from the acquire call,
+    #: health check included), ``use`` on ``checkin`` and ``held`` on ``leak``
     extra: dict[str, float] = field(default_factory=dict)
