@@ -270,7 +270,11 @@ class Pool:
         return self._state.max_size
 
     def stats(self) -> Stats:
-        """A snapshot of sizes and totals since the pool was created."""
+        """A snapshot of sizes and totals since the pool was created.
+
+        Safe to call from any thread (metrics exporters do); from another thread than the
+        loop's it is best-effort: the numbers are read one by one while the pool runs.
+        """
         s, c = self._state, self._counters
         return Stats(
             name=self.name,
