@@ -1,6 +1,8 @@
 """poolkit: an async connection pool that runs any blocking DB-API 2.0 driver on worker threads.
 
-Start at :class:`Pool`. Everything public is re-exported here.
+Start at :class:`Pool`. Everything public is re-exported here, except what ``import
+poolkit`` leaves unimported: :mod:`poolkit.fakes`, :mod:`poolkit.conformance` and
+:mod:`poolkit.otel` (OpenTelemetry metrics, the ``otel`` extra).
 """
 
 from ._backoff import Backoff

@@ -16,6 +16,7 @@ from ._worker import Runner, run_in_helper_thread
 
 if TYPE_CHECKING:
     from ._cursor import AsyncCursor
+    from ._leaks import Site
     from ._pool import Pool
     from ._state import Slot
 
@@ -53,6 +54,7 @@ class PooledConn:
         "_deliver",
         "_job",
         "_put",
+        "acquired_from",
         "base_autocommit",
         "broken",
         "checked_out_at",
@@ -62,6 +64,7 @@ class PooledConn:
         "interrupted",
         "invalidate_requested",
         "last_autocommit",
+        "leaked",
         "link",
         "pool",
         "round",
@@ -86,6 +89,9 @@ class PooledConn:
         self.submitted = 0
         self.completed = 0
         self.checked_out_at = 0.0
+        # Set at checkout only with Pool(leak_timeout=...): where the caller took it.
+        self.acquired_from: Site | None = None
+        self.leaked = False  # this checkout was reported held past leak_timeout
         self.unread = 0  # cursors of this checkout whose results still wait in the driver
         self.round = 0  # the pool's connect-failure round when this connect was attempted
         # Bound once: start() is the hot path of every query.

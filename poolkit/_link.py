@@ -182,12 +182,16 @@ class Link:
         delay: float,
         stop: threading.Event,
         wake: threading.Event,
-    ) -> tuple[bool | None, bool | None]:
+        clock: Callable[[], float],
+    ) -> tuple[bool | None, bool | None, float]:
+        """Connect and configure; returns the transaction and autocommit states and the
+        seconds that took by ``clock`` (the pool's), the back-off before it excluded."""
         # `wake` ends the back-off early: another attempt got through (or the pool closes).
         if delay > 0:
             wake.wait(delay)
         if stop.is_set():
             raise Abandoned("pool closed during reconnect back-off")
+        start = clock()
         raw = connect()
         if stop.is_set():  # the pool closed while the driver was connecting
             _quiet_close(raw)
@@ -207,7 +211,7 @@ class Link:
             self.raw = None
             _quiet_close(raw)
             raise
-        return self.in_transaction(), self.autocommit()
+        return self.in_transaction(), self.autocommit(), clock() - start
 
     def close(self) -> None:
         self.close_cursors()

@@ -28,6 +28,7 @@ from ._bridge import Bridge, LoopFuture, current_bridge, forget
 from ._connection import DEFAULT as _DEFAULT
 from ._connection import AsyncConnection, PooledConn, call
 from ._errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
+from ._leaks import acquire_site, format_site, overdue
 from ._link import Abandoned, Link, Outcome
 from ._profiles import DriverProfile, driver_name, profile_for
 from ._redact import Redactor
@@ -88,6 +89,13 @@ class Pool:
     (0: always, None: never); connections created before a disconnect was seen are always
     pinged. ``check(raw)`` replaces the driver profile's ping.
 
+    Leak detection: with ``leak_timeout``, a connection held by a caller that long logs one
+    warning (logger ``poolkit.pool``) naming the pool, the connection, how long it has been
+    held and the stack where it was acquired, and emits a ``leak`` event; if it comes back
+    later, that is logged at INFO. Off (None) by default; when on, each checkout records
+    the caller's stack (source lines are read only for a warning). The check runs in the
+    background every ``leak_timeout / 4`` seconds or so (at most 30 s).
+
     Hooks run on a worker thread with the raw connection: ``configure(raw)`` once
     after connect, ``reset(raw)`` on each return after the rollback.
 
@@ -121,6 +129,7 @@ class Pool:
         query_timeout: float | None = None,
         max_lifetime: float | None = 3600.0,
         max_idle: float | None = 600.0,
+        leak_timeout: float | None = None,
         lifetime_jitter: float = 0.1,
         check_idle_after: float | None = 5.0,
         check: Callable[[Raw], None] | None = None,
@@ -158,6 +167,7 @@ class Pool:
         _check_seconds("check_idle_after", check_idle_after, positive=False)
         _check_seconds("max_lifetime", max_lifetime, positive=True)
         _check_seconds("max_idle", max_idle, positive=True)
+        _check_seconds("leak_timeout", leak_timeout, positive=True)
         if isinstance(prefetch, bool) or not isinstance(prefetch, int) or prefetch < 0:
             raise ValueError(f"prefetch must be an int >= 0, got {prefetch!r}")
         for label, hook in (("check", check), ("configure", configure), ("reset", reset)):
@@ -202,6 +212,7 @@ class Pool:
         self._redact = Redactor(args, kwargs, secrets)
         self._timeout = timeout
         self._query_timeout = query_timeout
+        self._leak_timeout = leak_timeout
         self._check_idle_after = check_idle_after
         self._ping: Callable[[Raw], None] | None = check
         self._configure = configure
@@ -259,7 +270,11 @@ class Pool:
         return self._state.max_size
 
     def stats(self) -> Stats:
-        """A snapshot of sizes and totals since the pool was created."""
+        """A snapshot of sizes and totals since the pool was created.
+
+        Safe to call from any thread (metrics exporters do); from another thread than the
+        loop's it is best-effort: the numbers are read one by one while the pool runs.
+        """
         s, c = self._state, self._counters
         return Stats(
             name=self.name,
@@ -301,8 +316,16 @@ class Pool:
     def remove_listener(self, listener: Listener) -> None:
         self._listeners.remove(listener)
 
-    def _emit(self, kind: str, conn_id: int | None = None, detail: str | None = None) -> None:
-        event = PoolEvent(kind=kind, pool=self.name, connection_id=conn_id, detail=detail)
+    def _emit(
+        self,
+        kind: str,
+        conn_id: int | None = None,
+        detail: str | None = None,
+        extra: dict[str, float] | None = None,
+    ) -> None:
+        event = PoolEvent(
+            kind=kind, pool=self.name, connection_id=conn_id, detail=detail, extra=extra or {}
+        )
         for listener in list(self._listeners):
             try:
                 listener(event)
@@ -355,7 +378,8 @@ class Pool:
 
     def _start(self) -> None:
         self._bridge = current_bridge()
-        interval = _maintenance_interval(self._state.max_idle, self._state.max_lifetime)
+        s = self._state
+        interval = _maintenance_interval(s.max_idle, s.max_lifetime, self._leak_timeout)
         if interval is not None:
             maintenance = threading.Thread(
                 target=_maintenance_main,
@@ -731,8 +755,10 @@ class Pool:
             if wait > c.wait_time_max:
                 c.wait_time_max = wait
         conn.checked_out_at = now
+        if self._leak_timeout is not None:
+            conn.acquired_from = acquire_site()
         if self._listeners:
-            self._emit("checkout", conn.id)
+            self._emit("checkout", conn.id, extra={"wait": now - start})
         return conn
 
     def _release(self, conn: PooledConn, *, handed_out: bool = True) -> None:
@@ -744,8 +770,11 @@ class Pool:
         if conn.forced:
             return
         now = self._clock()
+        used = now - conn.checked_out_at
         if handed_out:
-            self._counters.usage_time_total += now - conn.checked_out_at
+            self._counters.usage_time_total += used
+        if conn.acquired_from is not None:  # only with leak_timeout
+            self._leak_ended(conn, used)
         keep = not (conn.broken or conn.invalidate_requested)
         reset = keep and (
             conn.interrupted
@@ -757,7 +786,7 @@ class Pool:
         )
         conn.unread = 0
         if self._listeners and handed_out:
-            self._emit("checkin", conn.id)
+            self._emit("checkin", conn.id, extra={"use": used})
         slot = conn.slot
         actions = self._state.checkin(slot, now, keep=keep, reset=reset)
         if slot.state is SlotState.RESETTING:
@@ -819,7 +848,7 @@ class Pool:
         # fail together (say min_size=8 on a down server) step the delay once, not N times.
         conn.round = self._failure_round
         delay = self._backoff.delay(self._failure_round)
-        args = (self._connect, self._configure, delay, self._stop, self._wake)
+        args = (self._connect, self._configure, delay, self._stop, self._wake, self._clock)
         worker.submit(link.run, (Link.connect, args), self._on_connected, conn)
 
     def _on_connected(
@@ -838,7 +867,7 @@ class Pool:
             self._apply(self._state.open_failed(slot))
             self._notify()
             return
-        in_tx, autocommit = outcome[1]
+        in_tx, autocommit, took = outcome[1]
         conn.in_tx = in_tx
         conn.base_autocommit = conn.last_autocommit = autocommit
         if self._driver is None:
@@ -860,7 +889,7 @@ class Pool:
         self._wake = threading.Event()
         log.debug("pool %s: connection #%d opened", self.name, conn.id)
         if self._listeners:
-            self._emit("connect", conn.id)
+            self._emit("connect", conn.id, extra={"create": took})
         self._apply(self._state.opened(slot, self._clock()))
         self._notify()
 
@@ -971,8 +1000,38 @@ class Pool:
 
     def _maintain(self) -> None:
         if not self._closed:
-            self._apply(self._state.sweep(self._clock()))
+            now = self._clock()
+            if self._leak_timeout is not None:
+                for conn, held in overdue(self._conns.values(), now, self._leak_timeout):
+                    self._report_leak(conn, held)
+            self._apply(self._state.sweep(now))
             self._notify()
+
+    def _report_leak(self, conn: PooledConn, held: float) -> None:
+        assert conn.acquired_from is not None
+        site = self._redact(format_site(conn.acquired_from))
+        log.warning(
+            "pool %s: connection #%d has been held for %.3g s (leak_timeout=%g s); "
+            "acquired at (most recent call last):\n%s",
+            self.name,
+            conn.id,
+            held,
+            self._leak_timeout,
+            site,
+        )
+        self._emit("leak", conn.id, site, {"held": held})
+
+    def _leak_ended(self, conn: PooledConn, held: float) -> None:
+        """A checkout watched for leaks ended."""
+        conn.acquired_from = None
+        if conn.leaked:
+            conn.leaked = False
+            log.info(
+                "pool %s: connection #%d, reported as leaked, came back after %.3g s",
+                self.name,
+                conn.id,
+                held,
+            )
 
     def _log_cancel_failure(self, conn: PooledConn, exc: BaseException) -> None:
         log.info(
@@ -1061,11 +1120,13 @@ def _check_driver(driver: Any, *, needs_connect: bool = True) -> None:
         )
 
 
-def _maintenance_interval(max_idle: float | None, max_lifetime: float | None) -> float | None:
-    limits = [x for x in (max_idle, max_lifetime) if x is not None]
-    if not limits:
+def _maintenance_interval(*limits: float | None) -> float | None:
+    """How often the background sweep runs: a quarter of the shortest limit it enforces
+    (``max_idle``, ``max_lifetime``, ``leak_timeout``), within [0.01, 30] s; None if none."""
+    given = [x for x in limits if x is not None]
+    if not given:
         return None
-    return min(30.0, max(0.01, min(limits) / 4))
+    return min(30.0, max(0.01, min(given) / 4))
 
 
 def _maintenance_main(

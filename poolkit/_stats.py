@@ -78,12 +78,17 @@ class PoolEvent:
     """Passed to listeners added with :meth:`poolkit.Pool.add_listener`.
 
     ``kind`` is one of: ``connect``, ``connect_failed``, ``checkout``, ``checkin``,
-    ``discard``, ``close_connection``, ``timeout``, ``open``, ``close``.
+    ``discard``, ``close_connection``, ``timeout``, ``open``, ``close``, and ``leak`` (a
+    connection held past ``Pool(leak_timeout=...)``; ``detail`` is the stack where it was
+    acquired).
     """
 
     kind: str
     pool: str
     connection_id: int | None = None
-    #: secrets masked; e.g. the error of a failed connect or the reason for a discard
+    #: secrets masked; e.g. the error of a failed connect, the reason for a discard
     detail: str | None = None
+    #: durations in seconds, by the pool's clock: ``create`` on ``connect`` (connect and
+    #: ``configure``, back-off excluded), ``wait`` on ``checkout`` (from the acquire call,
+    #: health check included), ``use`` on ``checkin`` and ``held`` on ``leak``
     extra: dict[str, float] = field(default_factory=dict)

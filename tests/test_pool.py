@@ -142,6 +142,17 @@ async def settled(pool: Pool) -> None:
     await eventually(lambda: (s := pool.stats()).opening + s.resetting + s.closing == 0)
 
 
+async def queue_one(pool: Pool, tg: anyio.abc.TaskGroup) -> None:
+    """Start a task that takes a connection and gives it back; return once it is queued."""
+
+    async def late() -> None:
+        async with pool.connection():
+            pass
+
+    tg.start_soon(late)
+    await eventually(lambda: pool.stats().waiting == 1)
+
+
 def raw_of(raw: Any) -> Any:
     return raw
 
@@ -1259,6 +1270,35 @@ async def test_listeners_see_the_life_of_a_connection(caplog: pytest.LogCaptureF
         pool.remove_listener(events.append)
 
 
+async def test_events_carry_create_wait_and_use_seconds() -> None:
+    clock = FakeClock()
+    server = FakeServer()
+
+    def slow_connect() -> TrackedConnection:
+        clock.advance(0.25)  # on the worker thread, inside the connect
+        return server.connect()
+
+    events: list[PoolEvent] = []
+    pool = Pool(sqlite3, connect=slow_connect, max_size=1, clock=clock, timeout=HANG)
+    pool.add_listener(events.append)
+    async with pool:
+        async with pool.connection():
+            clock.advance(2.5)
+        holder = await pool.acquire()
+        async with anyio.create_task_group() as tg:
+            await queue_one(pool, tg)
+            clock.advance(1.0)
+            pool.release(holder)
+
+    def seconds(kind: str, key: str) -> list[float]:
+        return [e.extra[key] for e in events if e.kind == kind]
+
+    assert seconds("connect", "create") == [0.25]  # by the pool's clock
+    assert seconds("checkout", "wait") == [0.0, 0.0, 1.0]
+    assert seconds("checkin", "use") == [2.5, 1.0, 0.0]
+    assert pool.stats().wait_time_total == 1.0 and pool.stats().usage_time_total == 3.5
+
+
 async def test_repr_shows_state() -> None:
     pool = FakeServer().pool(min_size=1, max_size=2, name="p")
     async with pool:
@@ -1279,14 +1319,8 @@ async def test_stats_add_up() -> None:
         b, c = await pool.acquire(), await pool.acquire()
         s = pool.stats()
         assert (s.in_use, s.idle, s.size) == (3, 0, 3)
-
-        async def late() -> None:
-            async with pool.connection():
-                pass
-
         async with anyio.create_task_group() as tg:
-            tg.start_soon(late)
-            await eventually(lambda: pool.stats().waiting == 1)
+            await queue_one(pool, tg)
             check_sums(pool)
             for conn in (a, b, c):
                 pool.release(conn)
