@@ -112,6 +112,7 @@ async def test_every_connection_reset_costs_at_most_one_call(target: Target, ada
             via, min_size=size, max_size=size, timeout=HANG, **watch.connect
         ) as pool:
             await serves(pool, via)
+            await quiet(proxy)  # the returned connections' resets are done: all idle
             assert proxy.reset_all() >= size
             failed = await calls(pool, via, 4 * size)
             assert len(failed) <= 1, (
@@ -145,6 +146,15 @@ async def test_pool_heals_once_the_server_accepts_again(target: Target, adapter:
                         await scalar(conn, i)
             proxy.accept()
             await serves(pool, via)
+
+
+async def quiet(proxy: FaultProxy, still: float = 0.2) -> None:
+    """Until no byte crossed the proxy for ``still`` seconds (bounded by HANG)."""
+    with anyio.fail_after(HANG):
+        seen = -1
+        while seen != proxy.forwarded:
+            seen = proxy.forwarded
+            await anyio.sleep(still)
 
 
 def require_rows(target: Target) -> None:

@@ -1,0 +1,51 @@
+"""poolkit with one hardening taken out, for showing that the checks catch the bug.
+
+Point ``--pool-under-test tests.conformance.buggy:NoInvalidation`` (or another class here) at
+them; each claims every capability poolkit has, so its checks run and should fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+from poolkit.conformance._targets import Target
+from poolkit.conformance.adapters import PoolHandle, PoolkitAdapter
+
+
+class NoInvalidation(PoolkitAdapter):
+    """A disconnect seen on one connection makes no other connection suspect: after a
+    restart, each stale idle connection is handed out and fails its caller."""
+
+    name = "poolkit-no-invalidation"
+
+    @asynccontextmanager
+    async def pool(self, target: Target, **options: Any) -> AsyncIterator[PoolHandle]:
+        async with super().pool(target, **options) as handle:
+            handle.native._state.invalidate = lambda now: None  # type: ignore[attr-defined]
+            yield handle
+
+
+class _NoTimeoutHandle:
+    def __init__(self, inner: PoolHandle) -> None:
+        self._inner = inner
+        self.max_size = inner.max_size
+        self.timeout_error = inner.timeout_error
+
+    def connection(self, timeout: float | None = None) -> AbstractAsyncContextManager[Any]:
+        return self._inner.connection(None)  # waits as long as the driver does
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
+class NoAcquireTimeout(PoolkitAdapter):
+    """An acquire waits for the driver's connect, however long, instead of its own timeout."""
+
+    name = "poolkit-no-acquire-timeout"
+
+    @asynccontextmanager
+    async def pool(self, target: Target, **options: Any) -> AsyncIterator[PoolHandle]:
+        async with super().pool(target, **options) as handle:
+            yield _NoTimeoutHandle(handle)
