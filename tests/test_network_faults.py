@@ -25,7 +25,8 @@ from poolkit.conformance.proxy import FaultProxy
 from psycopg2.extensions import parse_dsn
 
 parts = parse_dsn(sys.argv[1])
-with FaultProxy(parts.get("host") or "127.0.0.1", int(parts.get("port") or 5432), lifetime=60) as proxy:
+host, port = parts.get("host") or "127.0.0.1", int(parts.get("port") or 5432)
+with FaultProxy(host, port, lifetime=60) as proxy:
     parts.update(host="127.0.0.1", port=str(proxy.port))
 
     async def main() -> None:

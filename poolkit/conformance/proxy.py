@@ -55,7 +55,7 @@ def _loopback(host: str, what: str) -> None:
         infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except OSError as exc:
         raise ProxyError(f"{what} {host!r} does not resolve ({exc})") from None
-    addresses = {info[4][0] for info in infos}
+    addresses = {str(info[4][0]) for info in infos}
     outside = sorted(a for a in addresses if not ipaddress.ip_address(a).is_loopback)
     if not addresses or outside:
         raise ProxyError(

@@ -1,6 +1,6 @@
 """Real faults on real servers: a session killed mid-query, every session killed at once, a
-statement timeout, a deadlock, a long query cancelled by its caller. After each the pool serves correct results and holds no
-more sessions than it may.
+statement timeout, a deadlock, a long query cancelled by its caller. After each the pool
+serves correct results and holds no more sessions than it may.
 
 Time bounds only tell "returned" from "hung"; no check measures speed.
 """
