@@ -16,12 +16,20 @@ CONFORMANCE = [
     ("postgres", "psycopg2"),
     ("postgres", "pyodbc"),
     ("postgres", "psycopg"),
+    ("postgres-pgbouncer", "psycopg2"),
+    ("postgres-pgbouncer", "pyodbc"),
+    ("postgres-pgbouncer", "psycopg"),
     ("mysql", "pymysql"),
     ("mysql", "pyodbc"),
     ("mssql", "pyodbc"),
 ]
 # Server-backed sessions read their DSNs from the environment, like the test suite does.
-DSN_VARS = ("POOLKIT_POSTGRES_DSN", "POOLKIT_MYSQL_DSN", "POOLKIT_MSSQL_DSN")
+DSN_VARS = (
+    "POOLKIT_POSTGRES_DSN",
+    "POOLKIT_POSTGRES_PGBOUNCER_DSN",
+    "POOLKIT_MYSQL_DSN",
+    "POOLKIT_MSSQL_DSN",
+)
 
 nox.options.sessions = ["lint", "typecheck", "tests"]
 nox.options.reuse_existing_virtualenvs = True
@@ -77,11 +85,20 @@ def typecheck(session: nox.Session) -> None:
     ("db", "driver"), CONFORMANCE, ids=[f"{db}-{driver}" for db, driver in CONFORMANCE]
 )
 def conformance(session: nox.Session, db: str, driver: str) -> None:
-    """``pytest --pool-conformance`` on one backend through one driver (it must be reachable)."""
+    """``pytest --pool-conformance`` on one backend through one driver (it must be reachable).
+
+    postgres-pgbouncer without its own DSN starts a PgBouncer in front of postgres (the
+    ``pgbouncer`` binary must be installed: ``apt-get install pgbouncer``).
+    """
     env = _env()
-    if db != "sqlite" and f"POOLKIT_{db.upper()}_DSN" not in env and not _docker_socket():
+    # postgres-pgbouncer can do with postgres's DSN (or container)
+    names = {
+        f"POOLKIT_{db.upper().replace('-', '_')}_DSN",
+        f"POOLKIT_{db.split('-')[0].upper()}_DSN",
+    }
+    if db != "sqlite" and not names & set(env) and not _docker_socket():
         session.skip(
-            f"{db}: set POOLKIT_{db.upper()}_DSN, or run where a Docker engine can start "
+            f"{db}: set {' or '.join(sorted(names))}, or run where a Docker engine can start "
             "a testcontainers container"
         )
     session.install("-e", ".[test,containers]")

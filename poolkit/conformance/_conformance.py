@@ -4,10 +4,12 @@ Options (each with an environment twin):
 
 - ``--pool-conformance`` (``POOLKIT_CONFORMANCE=1``): run the suite. Without paths on the
   command line the suite runs; with paths those run, and they may import the checks.
-- ``--pool-backend LIST`` (``POOLKIT_BACKENDS``): sqlite, postgres, mysql, mssql (default: all;
-  the unreachable ones are skipped with the reason).
-- ``--pool-dsn NAME=DSN`` (``POOLKIT_POSTGRES_DSN``, ``POOLKIT_MYSQL_DSN``,
-  ``POOLKIT_MSSQL_DSN``), repeatable.
+- ``--pool-backend LIST`` (``POOLKIT_BACKENDS``): sqlite, postgres, postgres-pgbouncer, mysql,
+  mssql (default: all; the unreachable ones are skipped with the reason).
+- ``--pool-dsn NAME=DSN`` (``POOLKIT_POSTGRES_DSN``, ``POOLKIT_POSTGRES_PGBOUNCER_DSN``,
+  ``POOLKIT_MYSQL_DSN``, ``POOLKIT_MSSQL_DSN``), repeatable. Without a DSN for
+  postgres-pgbouncer, a PgBouncer is started in front of postgres when ``pgbouncer`` is
+  installed.
 - ``--pool-driver LIST`` (``POOLKIT_DRIVERS``): only these drivers.
 - ``--pool-under-test module:factory[,...]`` (``POOLKIT_POOL_UNDER_TEST``): the adapters to run
   (default: poolkit and psycopg_pool).
@@ -61,13 +63,16 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption(
         "--pool-backend",
         action="append",
-        help="backends to check: sqlite, postgres, mysql, mssql (env POOLKIT_BACKENDS)",
+        help="backends to check: sqlite, postgres, postgres-pgbouncer, mysql, mssql "
+        "(env POOLKIT_BACKENDS)",
     )
     group.addoption(
         "--pool-dsn",
         action="append",
         metavar="NAME=DSN",
-        help="DSN of a backend (env POOLKIT_POSTGRES_DSN, POOLKIT_MYSQL_DSN, POOLKIT_MSSQL_DSN)",
+        help="DSN of a backend (env POOLKIT_POSTGRES_DSN, POOLKIT_POSTGRES_PGBOUNCER_DSN, "
+        "POOLKIT_MYSQL_DSN, POOLKIT_MSSQL_DSN); without one, postgres-pgbouncer starts a "
+        "PgBouncer in front of postgres when pgbouncer is installed",
     )
     group.addoption(
         "--pool-driver",

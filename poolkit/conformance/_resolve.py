@@ -1,9 +1,12 @@
 """Finding each backend: an explicit DSN, else a testcontainers container, else a reason.
 
-Order, per backend: ``--pool-dsn NAME=DSN`` or ``POOLKIT_<NAME>_DSN``; then, when a Docker
-engine answers, a container started once per test run and reused by every check; otherwise the
-backend is unavailable, with a reason that says how to supply a DSN. SQLite needs neither: it
-is embedded. Container start-up is reported on the terminal as it happens.
+Order, per backend: ``--pool-dsn NAME=DSN`` or ``POOLKIT_<NAME>_DSN`` (``-`` read as ``_``:
+``POOLKIT_POSTGRES_PGBOUNCER_DSN``); then, when a Docker engine answers, a container started
+once per test run and reused by every check; otherwise the backend is unavailable, with a
+reason that says how to supply a DSN. SQLite needs neither: it is embedded. ``postgres-pgbouncer``
+needs no container of its own: when the ``pgbouncer`` binary is installed and ``postgres``
+resolves, a PgBouncer (:mod:`poolkit.conformance.pgbouncer`) is started in front of it for the
+run. Start-ups are reported on the terminal as they happen; :meth:`Resolver.close` stops all.
 """
 
 from __future__ import annotations
@@ -17,9 +20,16 @@ from typing import Any
 
 from .._redact import Redactor
 
-__all__ = ["Resolved", "Resolver", "docker_reachable"]
+__all__ = ["Resolved", "Resolver", "docker_reachable", "env_dsn"]
 
 ENV_DSN = "POOLKIT_{}_DSN"
+PGBOUNCER = "postgres-pgbouncer"
+
+
+def env_dsn(backend: str) -> str:
+    """The environment variable holding a backend's DSN: ``POOLKIT_POSTGRES_PGBOUNCER_DSN``."""
+    return ENV_DSN.format(backend.upper().replace("-", "_"))
+
 
 #: image and how to read a DSN from the started container, per backend
 CONTAINERS: dict[str, tuple[str, str]] = {
@@ -35,7 +45,8 @@ class Resolved:
 
     backend: str
     dsn: str | None = field(repr=False)  # never printed: it may hold a password
-    source: str  # "embedded", "dsn", "container" or "unavailable"
+    #: "embedded", "dsn", "container", "started" (a PgBouncer of this run) or "unavailable"
+    source: str
     why: str = ""
 
     @property
@@ -88,6 +99,7 @@ class Resolver:
     use_containers: bool = True
     _cache: dict[str, Resolved] = field(default_factory=dict, repr=False)
     _containers: list[Any] = field(default_factory=list)
+    _bouncers: list[Any] = field(default_factory=list)
     _docker: tuple[bool, str] | None = None
 
     def resolve(self, backend: str) -> Resolved:
@@ -98,11 +110,13 @@ class Resolver:
     def _resolve(self, backend: str) -> Resolved:
         if backend == "sqlite":
             return Resolved(backend, None, "embedded")
-        env = ENV_DSN.format(backend.upper())
+        env = env_dsn(backend)
         dsn = self.dsns.get(backend) or os.environ.get(env)
         if dsn:
             return Resolved(backend, dsn, "dsn")
         how = f"set {env} or pass --pool-dsn {backend}=DSN"
+        if backend == PGBOUNCER:
+            return self._start_pgbouncer(how)
         if not self.use_containers:
             return Resolved(backend, None, "unavailable", f"no DSN for {backend} ({how})")
         if self._docker is None:
@@ -137,7 +151,40 @@ class Resolver:
         self.say(f"poolkit conformance: {backend} container ready at {masked}")
         return Resolved(backend, dsn, "container")
 
+    def _start_pgbouncer(self, how: str) -> Resolved:
+        from . import pgbouncer
+
+        if pgbouncer.find_binary() is None:
+            why = (
+                f"no DSN for {PGBOUNCER} ({how}), and no pgbouncer binary to start one in front "
+                f"of postgres ({pgbouncer.INSTALL})"
+            )
+            return Resolved(PGBOUNCER, None, "unavailable", why)
+        upstream = self.resolve("postgres")
+        if not upstream.available or upstream.dsn is None:
+            why = f"no DSN for {PGBOUNCER} ({how}), and postgres is unavailable: {upstream.why}"
+            return Resolved(PGBOUNCER, None, "unavailable", why)
+        self.say(f"poolkit conformance: starting PgBouncer in front of postgres for {PGBOUNCER}")
+        try:
+            bouncer = pgbouncer.start(upstream.dsn)
+        except pgbouncer.PgBouncerError as exc:
+            why = f"PgBouncer did not start in front of postgres ({exc}); {how}"
+            self.say(f"poolkit conformance: {why}")
+            return Resolved(PGBOUNCER, None, "unavailable", why)
+        self._bouncers.append(bouncer)
+        self.say(
+            f"poolkit conformance: {bouncer.version} ready at {bouncer.redact(bouncer.dsn)} "
+            "(transaction pooling)"
+        )
+        return Resolved(PGBOUNCER, bouncer.dsn, "started")
+
     def close(self) -> None:
+        for bouncer in reversed(self._bouncers):  # before the containers they front
+            try:
+                bouncer.stop()
+            except Exception as exc:  # the run is over; say it and go on
+                self.say(f"poolkit conformance: stopping PgBouncer failed: {exc}")
+        self._bouncers.clear()
         for container in reversed(self._containers):
             try:
                 container.stop()

@@ -1,11 +1,19 @@
 """Targets: one database reached through one driver, and the SQL that differs between them.
 
-A backend (``postgres``, ``mysql``, ``mssql``, ``sqlite``) is reached by one or more drivers:
-PostgreSQL by psycopg2, by pyodbc with the PostgreSQL ODBC driver and by psycopg 3 (for the
-psycopg_pool adapter); MariaDB/MySQL by PyMySQL and by pyodbc; SQL Server by pyodbc; SQLite by
-sqlite3 and by poolkit's fake driver. A :class:`Target` knows how to connect, how to write a
-placeholder, and the dialect's statements the checks need (a slow query, a session id, a kill,
-a server-side session count, a statement timeout). Secrets never leave it unmasked.
+A backend (``postgres``, ``postgres-pgbouncer``, ``mysql``, ``mssql``, ``sqlite``) is reached
+by one or more drivers: PostgreSQL by psycopg2, by pyodbc with the PostgreSQL ODBC driver and by
+psycopg 3 (for the psycopg_pool adapter), directly or through PgBouncer in transaction pooling
+mode; MariaDB/MySQL by PyMySQL and by pyodbc; SQL Server by pyodbc; SQLite by sqlite3 and by
+poolkit's fake driver. A :class:`Target` knows how to connect, how to write a placeholder, and
+the dialect's statements the checks need (a slow query, a session id, a kill, a server-side
+session count, a statement timeout). Secrets never leave it unmasked.
+
+Through PgBouncer (1.18: no prepared statements in transaction mode) psycopg 3 connects with
+``prepare_threshold=None`` and psqlODBC with ``UseServerSidePrepare=0``; psycopg2 never
+prepares. A session there is a client connection to PgBouncer: the server session under it
+(``pg_backend_pid()``) is the one of the current transaction, and a ``SET`` lands on whichever
+server connection runs it, so the statement timeout check is not supported. The pool's
+sessions are counted on PgBouncer's admin console (``SHOW CLIENTS``), by application_name.
 """
 
 from __future__ import annotations
@@ -15,10 +23,10 @@ import dataclasses
 import importlib
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from .._redact import Redactor
@@ -29,6 +37,7 @@ __all__ = [
     "Dialect",
     "Masked",
     "MaskedDict",
+    "SessionCounter",
     "Target",
     "TargetError",
     "build_target",
@@ -56,6 +65,7 @@ class MaskedDict(dict):  # type: ignore[type-arg]
 DRIVERS: dict[str, tuple[str, ...]] = {
     "sqlite": ("sqlite3", "fake"),
     "postgres": ("psycopg2", "pyodbc", "psycopg"),
+    "postgres-pgbouncer": ("psycopg2", "pyodbc", "psycopg"),
     "mysql": ("pymysql", "pyodbc"),
     "mssql": ("pyodbc",),
 }
@@ -99,6 +109,8 @@ class Dialect:
     timeout_codes: tuple[str, ...] = ()
     #: a SELECT of ``n`` rows of 100 characters each (a result large enough to stall halfway)
     many_rows: Callable[[int], str] = lambda n: ""
+    #: why a statement above is empty here, by field name, where the reason is not plain
+    why_not: Mapping[str, str] = field(default_factory=dict)
 
 
 def error_codes(exc: BaseException) -> set[str]:
@@ -125,21 +137,41 @@ def error_codes(exc: BaseException) -> set[str]:
     return codes
 
 
-def _pg_dialect() -> Dialect:
+def _pg_dialect(transaction_pooling: bool = False) -> Dialect:
+    """PostgreSQL's statements; through PgBouncer's transaction pooling, no session ``SET``.
+
+    There the session id names the server session of the current transaction, which stays
+    the client's until the transaction ends: the checks read it, watch it run and kill it
+    while that transaction runs. Afterwards it may name a server session serving another
+    client, or the watcher itself (which ``running`` leaves out).
+    """
+    timeout = "" if transaction_pooling else "SET statement_timeout = {ms}"
+    why_not = {"statement_timeout": _SESSION_SET} if transaction_pooling else {}
     return Dialect(
         sleep=lambda s: f"SELECT pg_sleep({s})",
         session_id="SELECT pg_backend_pid()",
         kill=lambda pid: f"SELECT pg_terminate_backend({int(pid)})",
-        statement_timeout=lambda ms: f"SET statement_timeout = {int(ms)}",
+        statement_timeout=lambda ms: timeout.format(ms=int(ms)),
+        # not the asking session: through PgBouncer it may be the very server session asked
+        # about, freed by the pool since (and then running nothing but this question)
         running=lambda pid: (
-            f"SELECT count(*) FROM pg_stat_activity WHERE pid = {int(pid)} AND state = 'active'"
+            f"SELECT count(*) FROM pg_stat_activity WHERE pid = {int(pid)} AND state = 'active' "
+            "AND pid <> pg_backend_pid()"
         ),
         alive=lambda pid: f"SELECT count(*) FROM pg_stat_activity WHERE pid = {int(pid)}",
         sessions_by_tag=True,
         deadlock_codes=("40P01",),
         timeout_codes=("57014",),
         many_rows=lambda n: f"SELECT repeat('x', 100) FROM generate_series(1, {int(n)})",
+        why_not=why_not,
     )
+
+
+_SESSION_SET = (
+    "a SET is session state, and through PgBouncer's transaction pooling the next transaction "
+    "may run on another server session (where the SET stays, for other clients); the check "
+    "sets the timeout in one transaction and expects it in the next, which SET LOCAL cannot do"
+)
 
 
 def _mysql_dialect() -> Dialect:
@@ -211,6 +243,13 @@ def _sqlite_dialect(fake: bool) -> Dialect:
     )
 
 
+class SessionCounter(Protocol):
+    """A connection of its own that counts tagged sessions (see :attr:`Target.counter`)."""
+
+    def count(self, tag: str) -> int: ...
+    def close(self) -> None: ...
+
+
 @dataclass(frozen=True)
 class Target:
     """One backend through one driver."""
@@ -222,11 +261,16 @@ class Target:
     kwargs: dict[str, Any]
     paramstyle: str
     dialect: Dialect
-    #: where the database came from: "embedded", "dsn" or "container"
+    #: where the database came from: "embedded", "dsn", "container" or "started" (a PgBouncer
+    #: this run started in front of postgres)
     source: str
     secrets: tuple[str, ...] = ()
-    #: set up connect arguments that mark sessions with a tag (for server-side counts)
+    #: set up connect arguments that mark sessions with a tag (for server-side counts), and the
+    #: count: SQL giving it on a plain session, or, with ``counter``, what that counter takes
     tagger: Callable[[str], tuple[tuple[Any, ...], dict[str, Any], str]] | None = None
+    #: opens the connection that counts the tagged sessions where no SQL on a plain session can
+    #: (PgBouncer's admin console); None: the count SQL runs on the watcher's own session
+    counter: Callable[[], SessionCounter] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     #: the DSN it was built from (None: embedded); never shown
     dsn: str | None = field(default=None, repr=False)
@@ -416,8 +460,8 @@ def build_target(backend: str, driver: str, dsn: str | None, source: str, tmp: s
         return _sqlite(driver, tmp)
     if dsn is None:
         raise TargetError(f"{backend} needs a DSN")
-    if backend == "postgres":
-        target = _postgres(driver, dsn, source)
+    if backend in ("postgres", "postgres-pgbouncer"):
+        target = _postgres(driver, dsn, source, backend)
     elif backend == "mysql":
         target = _mysql(driver, dsn, source)
     elif backend == "mssql":
@@ -428,7 +472,7 @@ def build_target(backend: str, driver: str, dsn: str | None, source: str, tmp: s
 
 
 def _address(backend: str, dsn: str) -> tuple[str, int] | None:
-    if backend == "postgres":
+    if backend.startswith("postgres"):
         parts = _pg_parts(dsn)
         host = str(parts.get("host") or "")
         if not host or host.startswith("/") or "," in host:  # a socket, or several hosts
@@ -451,7 +495,7 @@ def _libpq_value(value: object) -> str:
 
 def _rehost(backend: str, dsn: str, host: str, port: int) -> str:
     """``dsn`` pointed at ``host:port`` instead; everything else (and any password) kept."""
-    if backend == "postgres":
+    if backend.startswith("postgres"):
         parts = {k: v for k, v in _pg_parts(dsn).items() if k not in ("hostaddr",)}
         parts.update(host=host, port=str(port))
         return " ".join(f"{k}={_libpq_value(v)}" for k, v in parts.items())
@@ -498,28 +542,36 @@ def _fake_tagger(tag: str) -> tuple[tuple[Any, ...], dict[str, Any], str]:
     return (), {}, "SELECT open_connections() - 1"
 
 
-def _postgres(driver: str, dsn: str, source: str) -> Target:
+def _postgres(driver: str, dsn: str, source: str, backend: str = "postgres") -> Target:
     parts = _pg_parts(dsn)
     secrets = (str(parts["password"]),) if parts.get("password") else ()
+    bouncer = backend == "postgres-pgbouncer"
     count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{tag}'"
+    counter: Callable[[], SessionCounter] | None = None
+    if bouncer:
+        count = "{tag}"  # what the admin console counts: clients by application_name
+        counter = _admin_console(dsn)
     if driver in ("psycopg2", "psycopg"):
         module = _import(driver)
+        kwargs: dict[str, Any] = {} if driver == "psycopg2" else {"autocommit": False}
+        if bouncer and driver == "psycopg":
+            kwargs["prepare_threshold"] = None  # PgBouncer 1.18 cannot carry prepared statements
 
         def tagger(tag: str) -> tuple[tuple[Any, ...], dict[str, Any], str]:
-            return (dsn,), {"application_name": tag}, count.format(tag=tag)
+            return (dsn,), {**kwargs, "application_name": tag}, count.format(tag=tag)
 
-        kwargs: dict[str, Any] = {} if driver == "psycopg2" else {"autocommit": False}
         return Target(
-            "postgres",
+            backend,
             driver,
             module,
             (dsn,),
             kwargs,
             "pyformat",
-            _pg_dialect(),
+            _pg_dialect(transaction_pooling=bouncer),
             source,
             secrets,
             tagger,
+            counter,
         )
     if driver == "pyodbc":
         module = _import("pyodbc")
@@ -531,6 +583,8 @@ def _postgres(driver: str, dsn: str, source: str) -> Target:
             "UID": parts.get("user") or "",
             "PWD": parts.get("password") or "",
         }
+        if bouncer:
+            items["UseServerSidePrepare"] = 0  # no prepared statements through PgBouncer 1.18
         conn_str = _odbc_string(**items)
 
         def odbc_tagger(tag: str) -> tuple[tuple[Any, ...], dict[str, Any], str]:
@@ -538,18 +592,27 @@ def _postgres(driver: str, dsn: str, source: str) -> Target:
             return (tagged,), {}, count.format(tag=tag)
 
         return Target(
-            "postgres",
+            backend,
             "pyodbc",
             module,
             (conn_str,),
             {},
             "qmark",
-            _pg_dialect(),
+            _pg_dialect(transaction_pooling=bouncer),
             source,
             secrets,
             odbc_tagger,
+            counter,
         )
-    raise TargetError(f"postgres is reached by {', '.join(DRIVERS['postgres'])}, not {driver!r}")
+    raise TargetError(f"{backend} is reached by {', '.join(DRIVERS[backend])}, not {driver!r}")
+
+
+def _admin_console(dsn: str) -> Callable[[], SessionCounter]:
+    """Opens PgBouncer's admin console: the DSN's user must be an admin or stats user."""
+    from .pgbouncer import AdminConsole, admin_dsn
+
+    console = admin_dsn(dsn)
+    return lambda: AdminConsole(console)
 
 
 def _mysql(driver: str, dsn: str, source: str) -> Target:

@@ -316,46 +316,56 @@ _MYSQL_DECL = Declaration(
     reread_sees_commits=False,  # InnoDB's default REPEATABLE READ
 )
 
-#: Every target's declaration, by (backend, driver).
+_DECLARED: tuple[Declaration, ...] = (
+    _SQLITE,
+    replace(
+        _SQLITE,
+        driver="fake",
+        types=_FAKE,
+        counts_selected_rows=True,
+        # the fake begins a transaction before any statement, SELECT included; in WAL
+        # mode its first read fixes the snapshot the transaction then reads
+        reread_sees_commits=False,
+    ),
+    _PG,
+    replace(_PG, driver="psycopg", types=_PSYCOPG),
+    replace(
+        _PG,
+        driver="pyodbc",
+        types=_PG_PYODBC,
+        executemany_counts_rows=False,
+        # psqlODBC rolls back only the failed statement (its default rollback level)
+        error_aborts_transaction=False,
+    ),
+    _MYSQL_DECL,
+    replace(
+        _MYSQL_DECL,
+        driver="pyodbc",
+        types=_MYSQL_PYODBC,
+        executemany_counts_rows=False,
+        unknown_column_error="ProgrammingError",  # SQLSTATE 42S22
+    ),
+    Declaration(
+        "mssql",
+        "pyodbc",
+        _MSSQL_PYODBC,
+        counts_selected_rows=False,
+        executemany_counts_rows=False,
+        readers_wait_for_writers=True,  # unless READ_COMMITTED_SNAPSHOT is on
+    ),
+)
+
+#: Every target's declaration, by (backend, driver). Through PgBouncer each PostgreSQL driver
+#: behaves as it does directly: PgBouncer hands the protocol over (observed with 1.18).
 DECLARATIONS: Mapping[tuple[str, str], Declaration] = MappingProxyType(
     {
         (d.backend, d.driver): d
         for d in (
-            _SQLITE,
-            replace(
-                _SQLITE,
-                driver="fake",
-                types=_FAKE,
-                counts_selected_rows=True,
-                # the fake begins a transaction before any statement, SELECT included; in WAL
-                # mode its first read fixes the snapshot the transaction then reads
-                reread_sees_commits=False,
-            ),
-            _PG,
-            replace(_PG, driver="psycopg", types=_PSYCOPG),
-            replace(
-                _PG,
-                driver="pyodbc",
-                types=_PG_PYODBC,
-                executemany_counts_rows=False,
-                # psqlODBC rolls back only the failed statement (its default rollback level)
-                error_aborts_transaction=False,
-            ),
-            _MYSQL_DECL,
-            replace(
-                _MYSQL_DECL,
-                driver="pyodbc",
-                types=_MYSQL_PYODBC,
-                executemany_counts_rows=False,
-                unknown_column_error="ProgrammingError",  # SQLSTATE 42S22
-            ),
-            Declaration(
-                "mssql",
-                "pyodbc",
-                _MSSQL_PYODBC,
-                counts_selected_rows=False,
-                executemany_counts_rows=False,
-                readers_wait_for_writers=True,  # unless READ_COMMITTED_SNAPSHOT is on
+            *_DECLARED,
+            *(
+                replace(d, backend="postgres-pgbouncer")
+                for d in _DECLARED
+                if d.backend == "postgres"
             ),
         )
     }

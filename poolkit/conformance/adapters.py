@@ -168,6 +168,10 @@ class PsycopgPoolAdapter:
 
         args = Masked(options.pop("args", target.args))
         kwargs = MaskedDict(options.pop("kwargs", target.kwargs))
+        if target.backend == "postgres-pgbouncer":
+            # PgBouncer 1.18 cannot carry prepared statements in transaction pooling mode;
+            # psycopg 3 prepares a query run 5 times unless told not to
+            kwargs.setdefault("prepare_threshold", None)
         max_waiting = options.pop("max_waiting", 0)
         pool = psycopg_pool.AsyncConnectionPool(
             args[0] if args else "",

@@ -458,7 +458,8 @@ def test_a_dsn_password_never_shows(
         (["--pool-require", "oracle"], "*--pool-require: unknown ?'oracle'?*"),
         (
             ["--pool-dsn", f"postgres:postgresql://u:{SECRET}@h/db"],
-            "*--pool-dsn wants NAME=DSN with NAME one of sqlite, postgres, mysql, mssql*",
+            "*--pool-dsn wants NAME=DSN with NAME one of sqlite, postgres, postgres-pgbouncer, "
+            "mysql, mssql*",
         ),
         (["--pool-dsn", f"oracle=oracle://u:{SECRET}@h/db"], "*--pool-dsn wants NAME=DSN*"),
         (["--pool-under-test", "nomodule:x"], "*--pool-under-test nomodule:x*nomodule*"),

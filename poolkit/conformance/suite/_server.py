@@ -16,7 +16,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from poolkit.conformance._targets import Target
+from poolkit.conformance._targets import SessionCounter, Target
 
 from ._support import not_supported, rows
 
@@ -52,7 +52,11 @@ def require(target: Target, *needs: str) -> None:
         "sessions": target.tagger is not None,
     }
     names = {"sessions": "a server-side session count (Target.tagger)"}
-    missing = [names.get(n, f"dialect.{n}") for n in needs if not have[n]]
+    missing = [
+        names.get(n, f"dialect.{n}") + (f" ({d.why_not[n]})" if n in d.why_not else "")
+        for n in needs
+        if not have[n]
+    ]
     if missing:
         not_supported(f"{target.id} lacks {', '.join(missing)}")
 
@@ -98,12 +102,24 @@ async def serves(pool: Any, target: Target) -> list[int]:
 
 
 class Watch:
-    """One plain session on the target, counting a pool's tagged sessions and acting on them."""
+    """One plain session on the target, counting a pool's tagged sessions and acting on them.
 
-    def __init__(self, target: Target, raw: Any, count_sql: str, connect: dict[str, Any]) -> None:
+    Where the count cannot run on a plain session (PgBouncer: its admin console), the
+    target's ``counter`` gives a second connection that counts.
+    """
+
+    def __init__(
+        self,
+        target: Target,
+        raw: Any,
+        count_sql: str,
+        connect: dict[str, Any],
+        counter: SessionCounter | None = None,
+    ) -> None:
         self.target = target
         self._raw = raw
         self._count_sql = count_sql
+        self._counter = counter
         #: ``args`` and ``kwargs`` for ``adapter.pool(...)``: its sessions carry the tag
         self.connect = connect
 
@@ -123,6 +139,8 @@ class Watch:
 
     async def sessions(self) -> int:
         """How many of the pool's (tagged) sessions the server has now."""
+        if self._counter is not None:
+            return await anyio.to_thread.run_sync(self._counter.count, self._count_sql)
         return int((await self.query(self._count_sql))[0][0])
 
     async def running(self, pid: int) -> int:
@@ -141,6 +159,8 @@ class Watch:
         await self.query(self.target.dialect.kill(pid))
 
     async def close(self) -> None:
+        if self._counter is not None:
+            await anyio.to_thread.run_sync(self._counter.close)
         await anyio.to_thread.run_sync(self._raw.close)
 
 
@@ -167,7 +187,14 @@ async def watched(target: Target, pool_target: Target | None = None) -> AsyncIte
     """
     with (pool_target or target).tagged() as (args, kwargs, count_sql):
         raw = await anyio.to_thread.run_sync(target.connect)
-        watch = Watch(target, raw, count_sql, {"args": args, "kwargs": kwargs})
+        counter = None
+        try:
+            if target.counter is not None:
+                counter = await anyio.to_thread.run_sync(target.counter)
+        except BaseException:
+            raw.close()
+            raise
+        watch = Watch(target, raw, count_sql, {"args": args, "kwargs": kwargs}, counter)
         try:
             yield watch
         finally:
