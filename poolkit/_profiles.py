@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -301,11 +302,18 @@ SQLITE3 = DriverProfile(
 # 08xxx connection exceptions; PostgreSQL's 57P01-57P03 (session terminated, server shutting
 # down or starting) as psqlODBC reports them; 01002 disconnect error; HYT01 connect timeout.
 _ODBC_DISCONNECT_STATES = ("08", "57P01", "57P02", "57P03", "01002", "HYT01")
+# MariaDB Connector/ODBC reports a lost socket as HY000 with the client library's native
+# code in the message, "... Write error: Connection reset by peer (104) (5014)
+# (SQLExecDirectW)": 2006 server gone, 2013 lost during a query, 2055 lost at a stage,
+# 5013/5014 read/write error on the socket.
+_ODBC_NATIVE_DISCONNECT = re.compile(r"\((2006|2013|2055|5013|5014)\) \(SQL\w+\)")
 
 
 def _odbc_disconnect(exc: BaseException, raw: Raw | None, driver: Any) -> bool:
     state = exc.args[0] if exc.args else None
     if isinstance(state, str) and state.startswith(_ODBC_DISCONNECT_STATES):
+        return True
+    if state == "HY000" and _ODBC_NATIVE_DISCONNECT.search(str(exc)):
         return True
     return _generic_disconnect(exc, raw, driver)
 

@@ -223,3 +223,26 @@ def test_pyodbc_profile_sees_a_terminated_postgres_session_as_a_disconnect() -> 
     assert PYODBC.is_disconnect(killed, None, object())
     missing = OdbcError("42P01", '[42P01] ERROR: relation "nope" does not exist')
     assert not PYODBC.is_disconnect(missing, None, object())
+
+
+def test_pyodbc_profile_sees_a_reset_mariadb_socket_as_a_disconnect() -> None:
+    """MariaDB Connector/ODBC reports a reset socket as HY000 with the client library's code
+    in the message (5014 write error): unless that counts, each stale connection fails its
+    caller after a failover (found by the fault-proxy check
+    test_every_connection_reset_costs_at_most_one_call: 3 failed calls of 12, not 1)."""
+    from poolkit._profiles import PYODBC
+
+    class OdbcError(Exception):
+        pass
+
+    prefix = "[HY000] [ma-3.1.15][10.11.19-MariaDB-0+deb12u1]"
+    for text in (
+        "Write error: Connection reset by peer (104) (5014) (SQLExecDirectW)",
+        "Lost connection to server during query (2013) (SQLExecDirectW)",
+        "Server has gone away (2006) (SQLExecDirectW)",
+    ):
+        assert PYODBC.is_disconnect(OdbcError("HY000", prefix + text), None, object()), text
+    syntax = OdbcError("42000", prefix + "You have an error in your SQL syntax (1064) (SQLExec)")
+    assert not PYODBC.is_disconnect(syntax, None, object())
+    busy = OdbcError("HY000", prefix + "Lock wait timeout exceeded (1205) (SQLExecDirectW)")
+    assert not PYODBC.is_disconnect(busy, None, object())

@@ -146,7 +146,12 @@ def _pg_dialect(transaction_pooling: bool = False) -> Dialect:
     client, or the watcher itself (which ``running`` leaves out).
     """
     timeout = "" if transaction_pooling else "SET statement_timeout = {ms}"
-    why_not = {"statement_timeout": _SESSION_SET} if transaction_pooling else {}
+    why_not = (
+        {"statement_timeout": _SESSION_SET, "alive": _SERVER_SESSIONS}
+        if transaction_pooling
+        else {}
+    )
+    alive = "" if transaction_pooling else "SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}"
     return Dialect(
         sleep=lambda s: f"SELECT pg_sleep({s})",
         session_id="SELECT pg_backend_pid()",
@@ -158,7 +163,7 @@ def _pg_dialect(transaction_pooling: bool = False) -> Dialect:
             f"SELECT count(*) FROM pg_stat_activity WHERE pid = {int(pid)} AND state = 'active' "
             "AND pid <> pg_backend_pid()"
         ),
-        alive=lambda pid: f"SELECT count(*) FROM pg_stat_activity WHERE pid = {int(pid)}",
+        alive=lambda pid: alive.format(pid=int(pid)),
         sessions_by_tag=True,
         deadlock_codes=("40P01",),
         timeout_codes=("57014",),
@@ -167,6 +172,10 @@ def _pg_dialect(transaction_pooling: bool = False) -> Dialect:
     )
 
 
+_SERVER_SESSIONS = (
+    "through PgBouncer's transaction pooling the server sessions are PgBouncer's, not the "
+    "pool's: killing them all leaves the pool's connections up (and may hit the watcher's own)"
+)
 _SESSION_SET = (
     "a SET is session state, and through PgBouncer's transaction pooling the next transaction "
     "may run on another server session (where the SET stays, for other clients); the check "
