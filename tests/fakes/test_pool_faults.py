@@ -58,6 +58,7 @@ ROWS = 3  # per task; row 1 of each task is rolled back on purpose
 MAX_SIZE = 2
 MAX_ATTEMPTS = 40
 QUERY_TIMEOUT = 0.02
+HANG = 10.0  # a bound only a hang reaches
 FAST = Backoff(initial=0.002, maximum=0.02)
 RETRYABLE = (fakes.Error, QueryTimeout, PoolTimeout)
 
@@ -463,3 +464,37 @@ async def test_nested_transaction_is_undone_with_its_outer_block() -> None:
                     await conn.execute(INSERT, ("outer", 2))
                     raise Abort("outer block fails")
         assert _committed(driver) == set()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("ending", ["commit", "rollback"])
+async def test_cancelled_while_the_transaction_ends_sees_its_own_cancellation(
+    ending: str,
+) -> None:
+    """PITFALLS "pool swallows the caller's cancellation": a caller cancelled while its
+    ``transaction()`` block commits (or rolls back after an error) on a slow server sees its
+    own cancellation (asyncio CancelledError, trio Cancelled, caught by its cancel scope), no
+    PoolTimeout, no silent return; the transaction is all or nothing, and the pool's only
+    connection serves the next caller."""
+    plan = Plan(Hang(HANG * 3, op=ending, nth=1))  # until the driver cancel ends it
+    with _closing(_driver(plan)) as driver:
+        async with Pool(driver, min_size=1, max_size=1, backoff=FAST) as pool:
+            surfaced: list[BaseException] = []
+            with anyio.fail_after(HANG), anyio.move_on_after(0.2) as scope:
+                try:
+                    async with pool.transaction() as conn:
+                        await conn.execute(INSERT, ("cancelled", 1))
+                        if ending == "rollback":
+                            raise Abort("roll this back")
+                except BaseException as exc:
+                    surfaced.append(exc)
+                    raise
+            assert scope.cancelled_caught, f"the cancellation was swallowed: {surfaced!r}"
+            assert len(surfaced) == 1
+            assert isinstance(surfaced[0], anyio.get_cancelled_exc_class()), surfaced
+            with anyio.fail_after(HANG):
+                async with pool.transaction() as conn:
+                    await conn.execute(INSERT, ("next", 2))
+            stats = pool.stats()
+        assert stats.size <= 1 and stats.timeouts == 0
+        assert _committed(driver) == {"next"}  # the cancelled commit never took effect
