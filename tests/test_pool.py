@@ -56,8 +56,10 @@ class TrackedConnection(sqlite3.Connection):
 
     server: FakeServer | None = None
     connect_thread: int = 0
+    close_thread: int = 0
 
     def close(self) -> None:
+        self.close_thread = threading.get_ident()
         server, self.server = self.server, None
         super().close()
         if server is not None:
@@ -534,6 +536,8 @@ async def test_close_with_timeout_forces_connections_still_in_use() -> None:
             assert await pool.close(timeout=0.2) == 1
             assert pool.stats().size == 0
             assert server.live == 0
+            # forced, yet each closed on the thread that made it (sqlite3 insists on that)
+            assert all(c.close_thread == c.connect_thread for c in server.connections)
             assert pool_threads(pool) == []
             go_on.set()
     assert len(errors) == 1 and "closed by Pool.close(timeout=...)" in str(errors[0])
