@@ -701,6 +701,7 @@ class Pool:
             self._state.cancel_wait(waiter)
             if waiter.slot is not None:  # served just as we gave up: pass it on untouched
                 self._apply(self._state.checkin(waiter.slot, self._clock(), keep=True, reset=False))
+                self._notify()
             raise
 
     def _needs_check(self, conn: PooledConn, now: float) -> bool:
