@@ -168,12 +168,15 @@ def document(info: RunInfo, samples: list[FleetSample]) -> str:
     rows = summarise(samples)
     retried = sum(s.attempts - 1 for s in samples)
     disturbed = sum(s.disturbed for s in samples)
+    readings = [len(s.sessions.get("server", [])) for s in samples] or [0]
     out = [
         "# poolkit benchmarks: K processes x a pool of M each, direct vs through PgBouncer",
         "",
         *machine_lines(info),
         f"- Runs: {len(samples)} measured; {retried} repeated because other processes used the"
         f" CPU; {disturbed} still disturbed after the retries (kept, marked ⚠ or 'left out')",
+        f"- Server session readings per run: {min(readings)}-{max(readings)} (a reading that"
+        " completed after the window is dropped)",
         *(f"- {note}" for note in info.notes),
         "",
         *versions_lines(info),

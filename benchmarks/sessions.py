@@ -7,7 +7,7 @@ the window's opening to its close:
 - ``server``: the client backends of the database that carry the run's ``application_name``
   (PgBouncer passes a client's on to the server session it lends), and ``server_all``: every
   client backend of the database, ``SELECT count(*) FROM pg_stat_activity WHERE datname = ...
-  AND backend_type = 'client backend'``, the sampler's own left out. Where the two differ,
+  AND backend_type = 'client backend'``, the sampler's own sessions left out. Where the two differ,
   someone else had sessions open on the database meanwhile;
 - through PgBouncer: ``clients``, the run's client connections (``SHOW CLIENTS``), and from
   ``SHOW POOLS`` for the database ``cl_active``, ``cl_waiting`` (clients waiting for a server
@@ -29,7 +29,7 @@ from poolkit.conformance.pgbouncer import AdminConsole
 
 SESSIONS_SQL = (
     "SELECT count(*) FILTER (WHERE application_name = %s), count(*) FROM pg_stat_activity"
-    " WHERE datname = %s AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+    " WHERE datname = %s AND backend_type = 'client backend' AND pid <> ALL(%s)"
 )
 SERVER_COLUMNS = ("server", "server_all")
 POOL_COLUMNS = ("cl_active", "cl_waiting", "sv_active", "sv_idle")
@@ -91,6 +91,8 @@ class Sampler:
         self._dsn, self._database, self._name = dsn, database, application_name
         self._admin_dsn, self._interval, self._connections = admin_dsn, interval, connections
         self._conns: list[Any] = []
+        #: the server sessions of the sampler's own connections, left out of every count
+        self._pids: list[int] = []
         self._admin: AdminConsole | None = None
 
     def __enter__(self) -> Sampler:
@@ -98,8 +100,10 @@ class Sampler:
 
         try:
             for _ in range(self._connections):
-                self._conns.append(psycopg2.connect(self._dsn))
-                self._conns[-1].autocommit = True
+                conn = psycopg2.connect(self._dsn)
+                self._conns.append(conn)
+                conn.autocommit = True
+                self._pids.append(int(conn.get_backend_pid()))
             if self._admin_dsn is not None:
                 self._admin = AdminConsole(self._admin_dsn)
         except BaseException:
@@ -117,7 +121,7 @@ class Sampler:
         """The run's sessions and every client session on the database now."""
         cur = (conn or self._conns[0]).cursor()
         try:
-            cur.execute(SESSIONS_SQL, (self._name, self._database))
+            cur.execute(SESSIONS_SQL, (self._name, self._database, self._pids))
             ours, every = cur.fetchone()
         finally:
             cur.close()

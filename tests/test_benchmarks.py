@@ -311,6 +311,7 @@ def test_the_fleet_report_shows_the_table_with_sessions_and_ratio() -> None:
     info.skipped["pgbouncer case (the rest of it)"] = "failed in ..."
     text = pgbouncer_report.document(info, taken)
     assert "- poolkit commit: abc1234" in text
+    assert "- Server session readings per run: 5-5 " in text
     assert "## `select1`: `SELECT 1` in autocommit" in text
     assert "| 4 x 4 | direct | 1,000 | 800-1,200 |  | 1.00 | 3.98 | 200-300 |" in text
     bounced = next(line for line in text.splitlines() if "| PgBouncer (8) |" in line)
