@@ -37,6 +37,7 @@ COLUMNS = (
     ("per process calls/s", "per process"),
     ("per process p99 ms", "proc p99"),
     ("server sessions peak / steady", "sessions"),
+    ("readings", "readings"),
     ("PgBouncer clients / waiting, peak", "clients/wait"),
     ("CPU µs/call: clients / postgres / PgBouncer", "µs/call cl/pg/pgb"),
     ("runs", "runs"),
@@ -52,6 +53,8 @@ class FleetRow(Judged, FleetCase):
     process_p99: tuple[float, float]
     sessions_peak: int
     sessions_steady: float
+    #: how many readings of the server sessions those come from (over every used run)
+    readings: int
     #: the most sessions other clients had open on the database at once (0: none)
     others_peak: int
     clients_peak: int
@@ -61,6 +64,12 @@ class FleetRow(Judged, FleetCase):
     bouncer_us: float
     errors: int
     error: str
+
+
+def _median(values: Iterable[float]) -> float:
+    """The median of the numbers that are not NaN (a run with no reading); NaN if none."""
+    known = [v for v in values if not math.isnan(v)]
+    return statistics.median(known) if known else math.nan
 
 
 def _others(sample: FleetSample) -> int:
@@ -80,7 +89,8 @@ def row(samples: Sequence[FleetSample]) -> FleetRow:
         process_rate=(min(per_rate, default=math.nan), max(per_rate, default=math.nan)),
         process_p99=(min(per_p99, default=math.nan), max(per_p99, default=math.nan)),
         sessions_peak=max(peak(s.sessions, "server") for s in used),
-        sessions_steady=statistics.median(steady(s.sessions, "server") for s in used),
+        sessions_steady=_median(steady(s.sessions, "server") for s in used),
+        readings=sum(len(s.sessions.get("server", [])) for s in used),
         others_peak=max(_others(s) for s in used),
         clients_peak=max(peak(s.sessions, "clients") for s in used),
         waiting_peak=max(peak(s.sessions, "cl_waiting") for s in used),
@@ -140,6 +150,7 @@ def cells(rows: dict[RowKey, FleetRow], r: FleetRow) -> list[str]:
         _range(r.process_rate, ",.0f"),
         _range(r.process_p99, ".2f", 1e3),
         f"{r.sessions_peak} / {fmt(r.sessions_steady, 'g')}",
+        str(r.readings),
         f"{r.clients_peak} / {r.waiting_peak}" if bounced else "—",
         f"{fmt(r.client_us, '.0f')} / {fmt(r.server_us, '.0f')}"
         + (f" / {fmt(r.bouncer_us, '.0f')}" if bounced else ""),
@@ -191,8 +202,11 @@ def document(info: RunInfo, samples: list[FleetSample]) -> str:
         " PgBouncer / direct: the ratio of those medians. p50/p99: the latency of one call,"
         " acquire included, over every process. Per process: the slowest and fastest process's"
         " calls/s and p99 over the rounds. Server sessions: client backends of the database"
-        " opened by the run, read every 50 ms during the window by a separate sampler (peak:"
-        " the most at once; steady: the median reading). PgBouncer clients: its client"
+        " opened by the run (`pg_stat_activity`, by application_name), read every 50 ms over"
+        " two connections during the window by a separate sampler in this process (peak: the"
+        " most at once; steady: the median reading); readings: how many, over the rounds (on a"
+        " busy small machine the sampler's backend can wait on the run queue for seconds, and"
+        " a reading that completes after the window is dropped). PgBouncer clients: its client"
         " connections (`SHOW CLIENTS`); waiting: clients queued for a server connection"
         " (`SHOW POOLS` cl_waiting). CPU: per call, of the K processes, of every PostgreSQL"
         " process, and of PgBouncer. A run is repeated when other processes used the CPU (or"

@@ -71,12 +71,15 @@ def steady(series: Series, column: str) -> float:
 class Sampler:
     """Reads the session counts; open it with ``with``, then :meth:`sample` one window.
 
-    A reading of ``pg_stat_activity`` needs the sampler's own server session to be
-    scheduled, and on a small machine busy with the run, one PostgreSQL backend that woke up
-    can wait on the run queue for a second or more (seen here on 2 vCPUs). So the server is
-    read over ``connections`` sessions at once, each in a thread of its own, staggered; a
-    reading counts only if it completed inside the window, so none is late and describes
-    the time after it.
+    A reading of ``pg_stat_activity`` needs the sampler's own server session to run, and on
+    a small machine that the run keeps busy, a PostgreSQL backend that woke up can wait on
+    the run queue for seconds (seen here on 2 vCPUs, no steal time: 1 ms of CPU in a 1.9 s
+    reading, and some 5 s windows with 3 readings or none; a nice of -10 on the sampler's
+    backends did not help, nor can a cancel, whose request needs the same server to fork a
+    process). So the server is read over ``connections`` sessions, each in a thread of its
+    own, staggered; a reading counts only if it completed inside the window, and
+    :meth:`sample` returns a moment after the window's close without waiting for a late one,
+    which ends by itself once the load stops (``with``'s exit waits for it).
     """
 
     def __init__(
@@ -94,6 +97,7 @@ class Sampler:
         #: the server sessions of the sampler's own connections, left out of every count
         self._pids: list[int] = []
         self._admin: AdminConsole | None = None
+        self._threads: list[threading.Thread] = []
 
     def __enter__(self) -> Sampler:
         import psycopg2
@@ -112,6 +116,8 @@ class Sampler:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for thread in self._threads:
+            thread.join(30.0)  # a late reading ends once its backend runs again
         if self._admin is not None:
             self._admin.close()
         for conn in self._conns:
@@ -134,8 +140,9 @@ class Sampler:
         clients = client_count(self._admin.show("CLIENTS"), self._database, self._name)
         return {"clients": clients, **pool_counts(self._admin.show("POOLS"), self._database)}
 
-    def sample(self, closes: float) -> Series:
-        """Readings from now until ``closes`` (monotonic clock), in time order."""
+    def sample(self, closes: float, grace: float = 0.2) -> Series:
+        """Readings from now until ``closes`` (monotonic clock), in time order; returns
+        ``grace`` seconds after ``closes`` at the latest, leaving out a reading still due."""
         readers: list[Callable[[], dict[str, int]]] = [
             functools.partial(self.server, conn) for conn in self._conns
         ]
@@ -158,11 +165,14 @@ class Sampler:
             except BaseException as exc:
                 failed.append(exc)
 
-        threads = [threading.Thread(target=loop, args=pair) for pair in enumerate(readers)]
+        threads = [
+            threading.Thread(target=loop, args=pair, daemon=True) for pair in enumerate(readers)
+        ]
+        self._threads += threads
         for thread in threads:
             thread.start()
         for thread in threads:
-            thread.join()
+            thread.join(max(0.0, closes + grace - time.monotonic()))
         if failed:
             raise failed[0]
         series: Series = {}

@@ -288,6 +288,8 @@ def test_the_fleet_rows_take_medians_and_leave_disturbed_runs_out() -> None:
     assert (bounced.rate, bounced.runs, bounced.disturbed) == (800, 4, 1)
     assert pgbouncer_report.ratio(rows, bounced) == pytest.approx(0.8)
     assert (direct.sessions_peak, direct.sessions_steady) == (16, 16)
+    unread = dataclasses.replace(fleet_rounds()[0], sessions={})  # no reading in its window
+    assert pgbouncer_report.row([unread, *fleet_rounds()[:2]]).sessions_steady == 16
     assert (bounced.sessions_peak, bounced.sessions_steady) == (8, 8)
     assert (bounced.clients_peak, bounced.waiting_peak, direct.others_peak) == (16, 5, 1)
     assert bounced.p99 == pytest.approx(0.004, rel=0.01)
@@ -316,7 +318,7 @@ def test_the_fleet_report_shows_the_table_with_sessions_and_ratio() -> None:
     assert "| 4 x 4 | direct | 1,000 | 800-1,200 |  | 1.00 | 3.98 | 200-300 |" in text
     bounced = next(line for line in text.splitlines() if "| PgBouncer (8) |" in line)
     assert "| 800 | 700-900 | 0.80x |" in bounced
-    assert "| 8 / 8 | 16 / 5 |" in bounced
+    assert "| 8 / 8 | 15 | 16 / 5 |" in bounced  # 3 undisturbed runs of 5 readings
     assert "| 4 (1 disturbed, left out) |" in bounced
     assert "4 x 4 direct: other clients held up to 1 session(s) on the database" in text
     assert "## Skipped" in text
