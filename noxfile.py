@@ -173,10 +173,13 @@ def soak_db(session: nox.Session, db: str, driver: str) -> None:
 def bench(session: nox.Session) -> None:
     """poolkit beside the native async pools on the local PostgreSQL and MariaDB (issue 6).
 
-    ``nox -s bench`` is the full run (3 rounds x 3 s, N = 1, 4, 16, 64; about 45 minutes),
-    writing benchmarks/RESULTS.md, its plots and samples in benchmarks/results/;
-    ``nox -s bench -- --quick`` takes about two minutes and writes
-    benchmarks/results-quick/. Arguments after ``--`` go to ``python -m benchmarks`` (``--help``).
+    ``nox -s bench`` is the full run (3 rounds x 3 s, N = 1, 4, 16, 64; then K processes x a
+    pool of M each, straight to PostgreSQL and through PgBouncer, 3 rounds x 5 s; about 55
+    minutes), writing benchmarks/RESULTS.md, its plots and samples in benchmarks/results/, and
+    benchmarks/results/pgbouncer.md and .json; ``nox -s bench -- --quick`` takes about two
+    minutes and writes benchmarks/results-quick/; ``nox -s bench -- --workload pgbouncer`` runs
+    the many-processes case alone. Arguments after ``--`` go to ``python -m benchmarks``
+    (``--help``).
     On a shared machine, serialise runs: ``flock /tmp/poolkit-bench.lock nox -s bench``.
     """
     session.install("-e", ".[bench]")

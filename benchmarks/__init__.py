@@ -6,4 +6,9 @@ RESULTS.md, plots and the raw samples. One job per module: :mod:`.dsn` (where th
 :mod:`.measure` (the timed region), :mod:`.runs` (the plan and one run), :mod:`.sysinfo`
 (``/proc``), :mod:`.samples` (the JSON), :mod:`.summary`, :mod:`.verdicts`, :mod:`.report` and
 :mod:`.plots` (the output), :mod:`.run` (the command line).
+
+The ``pgbouncer`` workload runs many processes instead of one: :mod:`.pgbouncer` (the case:
+K processes x a pool of M each, straight to PostgreSQL and through PgBouncer), :mod:`.fleet`
+(the worker processes), :mod:`.sessions` (server sessions and PgBouncer clients, sampled) and
+:mod:`.pgbouncer_report` (its tables).
 """

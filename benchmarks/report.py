@@ -189,23 +189,21 @@ def _verdict_lines(rows: dict[Key, Row]) -> list[str]:
     return [*out, ""]
 
 
-def _header(info: RunInfo, samples: list[Sample]) -> list[str]:
+def machine_lines(info: RunInfo) -> list[str]:
+    """The machine, the commit measured, the servers and the settings, as list items."""
     m, s = info.machine, info.settings
-    retried = sum(x.attempts - 1 for x in samples)
-    disturbed = sum(x.disturbed for x in samples)
-    out = [
-        "# poolkit benchmarks",
-        "",
+    return [
         f"- Machine: {m.get('cpu', '?')}, {m.get('cores', '?')} cores, {m.get('ram', '?')} RAM,"
         f" {m.get('kernel', '?')}; {m.get('python', '?')}; {m.get('date', '?')}",
         f"- poolkit commit: {m.get('commit', 'not recorded')}",
         *(f"- Server ({name}): {version}" for name, version in sorted(info.servers.items())),
         "- Settings: " + ", ".join(f"{k} {v}" for k, v in s.items()),
-        f"- Runs: {len(samples)} measured; {retried} repeated because other processes used the"
-        f" CPU; {disturbed} still disturbed after the retries (kept, marked ⚠ or 'left out',"
-        " and excluded from the verdicts)",
-        *(f"- {note}" for note in info.notes),
-        "",
+    ]
+
+
+def versions_lines(info: RunInfo) -> list[str]:
+    """The installed versions, and what is not installed."""
+    out = [
         "Versions: "
         + ", ".join(f"{k} {v}" for k, v in info.versions.items() if v != "not installed"),
         "",
@@ -214,6 +212,34 @@ def _header(info: RunInfo, samples: list[Sample]) -> list[str]:
     if absent:
         out += [f"Not installed: {', '.join(absent)}.", ""]
     return out
+
+
+def skipped_lines(info: RunInfo) -> list[str]:
+    """A "Skipped" section naming what did not run and why (nothing when all ran)."""
+    if not info.skipped:
+        return []
+    return [
+        "## Skipped",
+        "",
+        *(f"- {name}: {why}" for name, why in sorted(info.skipped.items())),
+        "",
+    ]
+
+
+def _header(info: RunInfo, samples: list[Sample]) -> list[str]:
+    retried = sum(x.attempts - 1 for x in samples)
+    disturbed = sum(x.disturbed for x in samples)
+    return [
+        "# poolkit benchmarks",
+        "",
+        *machine_lines(info),
+        f"- Runs: {len(samples)} measured; {retried} repeated because other processes used the"
+        f" CPU; {disturbed} still disturbed after the retries (kept, marked ⚠ or 'left out',"
+        " and excluded from the verdicts)",
+        *(f"- {note}" for note in info.notes),
+        "",
+        *versions_lines(info),
+    ]
 
 
 def document(info: RunInfo, samples: list[Sample], plots: Iterable[str] = ()) -> str:
@@ -226,8 +252,5 @@ def document(info: RunInfo, samples: list[Sample], plots: Iterable[str] = ()) ->
     images = list(plots)
     if images:
         out += ["## Plots", "", *(f"![{p}]({p})" for p in images), ""]
-    if info.skipped:
-        out += ["## Skipped", ""]
-        out += [f"- {name}: {why}" for name, why in sorted(info.skipped.items())]
-        out.append("")
+    out += skipped_lines(info)
     return "\n".join(out)

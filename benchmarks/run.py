@@ -1,9 +1,12 @@
 """The command line: pick the runs, run them with a progress bar, print and write the results.
 
-    python -m benchmarks                # full: 3 rounds x 3 s, N = 1, 4, 16, 64 (~45 min)
+    python -m benchmarks                # full: 3 rounds x 3 s, N = 1, 4, 16, 64, and the
+                                        # pgbouncer workload, 3 rounds x 5 s (~55 min)
     python -m benchmarks --quick        # 1 round x 0.5 s, N = 1, 16, short cycles (~2 min)
     python -m benchmarks --workload select1 --contender 'poolkit*,asyncpg*' --n 16
     python -m benchmarks --from-json benchmarks/results/samples.json   # re-render only
+    python -m benchmarks --workload pgbouncer  # K processes x a pool of M, direct vs PgBouncer
+    python -m benchmarks --workload pgbouncer --quick                   # a few seconds
 
 Wrap every measuring run in ``flock /tmp/poolkit-bench.lock`` on a shared machine.
 """
@@ -22,16 +25,20 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from . import plots, report, samples, sysinfo
+from . import pgbouncer, pgbouncer_report, plots, report, samples, sysinfo
 from .contenders import CONTENDERS, POOLKIT_CALL, Contender, missing
 from .cycles import CYCLE_CONTENDERS, CycleContender
 from .dsn import Server
+from .fleet import WORKLOADS as FLEET_WORKLOADS
 from .runs import ALL_WORKLOADS, Run, Settings, attempt, plan
 from .summary import summarise
 
 HERE = Path(__file__).resolve().parent
 FULL_OUT, SCRATCH_OUT = HERE / "results", HERE / "results-quick"
 LOOPS = ("asyncio", "uvloop", "trio")
+#: the many-processes case (:mod:`.pgbouncer`), a workload of the command line
+FLEET = "pgbouncer"
+WORKLOAD_NAMES = (*ALL_WORKLOADS, FLEET)
 
 
 def _csv(text: str) -> list[str]:
@@ -46,7 +53,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, help="warm-up seconds before each run (0.3)")
     p.add_argument("--cycle-seconds", type=float, help="seconds per pool-cycle run (1)")
     p.add_argument("--n", help="concurrent tasks of the query workloads (1,4,16,64)")
-    p.add_argument("--workload", help=f"some of {','.join(ALL_WORKLOADS)} (all)")
+    p.add_argument("--workload", help=f"some of {','.join(WORKLOAD_NAMES)} (all)")
     p.add_argument("--contender", help="names to keep: comma-separated globs or substrings")
     p.add_argument("--loop", help="asyncio,trio (and uvloop, when installed)")
     p.add_argument("--backend", default="postgres,mysql", help="postgres,mysql")
@@ -54,27 +61,58 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--from-json", type=Path, help="re-render a samples.json; run nothing")
     p.add_argument("--require", action="store_true", help="an unreachable server is an error")
     p.add_argument("--threshold", type=float, default=0.05, help="disturbed: others' CPU share")
+    g = p.add_argument_group(
+        f"the {FLEET} workload",
+        "K processes x a pool of M each, straight to PostgreSQL and through PgBouncer "
+        "(transaction pooling); --seconds (5), --rounds (3) and --warmup (1) apply to it too",
+    )
+    g.add_argument("--processes", help="K, the worker processes (2,4,8; quick: 2)")
+    g.add_argument("--pool-size", help="M, each process's pool, min = max (4)")
+    g.add_argument("--tasks-per-process", type=int, help="C, concurrent tasks per process (M)")
+    g.add_argument("--default-pool-size", type=int, default=8, help="PgBouncer's (8)")
+    g.add_argument(
+        "--fleet-workloads",
+        help=f"some of {','.join(FLEET_WORKLOADS)} (all; quick: select1)",
+    )
     args = p.parse_args(argv)
+    fleet_options = (args.processes, args.pool_size, args.tasks_per_process, args.fleet_workloads)
     partial = any(v is not None for v in (args.seconds, args.rounds, args.n, args.workload))
     partial = partial or args.contender is not None or args.loop is not None
+    partial = partial or any(v is not None for v in fleet_options) or args.default_pool_size != 8
     args.partial = args.quick or partial or args.backend != "postgres,mysql"
     quick = args.quick
+    args.fleet = pgbouncer.Settings(
+        seconds=args.seconds or (0.5 if quick else 5.0),
+        warmup=args.warmup if args.warmup is not None else (0.2 if quick else 1.0),
+        rounds=args.rounds or (1 if quick else 3),
+        processes=tuple(int(x) for x in _csv(args.processes or ("2" if quick else "2,4,8"))),
+        sizes=tuple(int(x) for x in _csv(args.pool_size or "4")),
+        tasks=args.tasks_per_process,
+        pool_size=args.default_pool_size,
+        workloads=tuple(
+            _csv(args.fleet_workloads or ("select1" if quick else ",".join(FLEET_WORKLOADS)))
+        ),
+        threshold=args.threshold,
+    )
     args.seconds = args.seconds or (0.5 if quick else 3.0)
     args.rounds = args.rounds or (1 if quick else 3)
     args.warmup = args.warmup if args.warmup is not None else (0.1 if quick else 0.3)
     args.cycle_seconds = args.cycle_seconds or (0.2 if quick else 1.0)
     args.n = [int(x) for x in _csv(args.n or ("1,16" if quick else "1,4,16,64"))]
-    args.workload = _csv(args.workload or ",".join(ALL_WORKLOADS))
+    args.workload = _csv(args.workload or ",".join(WORKLOAD_NAMES))
     args.loop = _csv(args.loop or ("asyncio,trio,uvloop" if _has_uvloop() else "asyncio,trio"))
     args.backend = _csv(args.backend)
     for name, values, known in (
-        ("--workload", args.workload, ALL_WORKLOADS),
+        ("--workload", args.workload, WORKLOAD_NAMES),
+        ("--fleet-workloads", args.fleet.workloads, tuple(FLEET_WORKLOADS)),
         ("--loop", args.loop, LOOPS),
         ("--backend", args.backend, ("postgres", "mysql")),
     ):
         wrong = set(values) - set(known)
         if wrong:
             p.error(f"{name}: unknown {', '.join(sorted(wrong))}; known: {', '.join(known)}")
+    args.pgbouncer = FLEET in args.workload
+    args.workload = [w for w in args.workload if w != FLEET]
     return args
 
 
@@ -201,14 +239,98 @@ def write(out: Path, info: samples.RunInfo, taken: list[samples.Sample], save: b
     return text
 
 
+def write_fleet(
+    out: Path, info: samples.RunInfo, taken: list[pgbouncer.FleetSample], save: bool
+) -> str:
+    """Write pgbouncer.md (and pgbouncer.json when ``save``) into ``out``; returns the text."""
+    out.mkdir(parents=True, exist_ok=True)
+    if save:
+        pgbouncer.save(out / "pgbouncer.json", info, taken)
+    text = pgbouncer_report.document(info, taken)
+    (out / "pgbouncer.md").write_text(text + "\n")
+    return text
+
+
+def _fleet_server(args: argparse.Namespace, console: Console) -> tuple[Server | None, str]:
+    """The PostgreSQL server the pgbouncer workload runs on; or None and why it cannot."""
+    why = pgbouncer.unavailable() if "postgres" in args.backend else "needs the postgres backend"
+    server = Server.from_env("postgres")
+    if why is None:
+        try:
+            server.probe()
+        except Exception as exc:
+            why = server.redact(f"postgres unreachable: {type(exc).__name__}: {exc}".strip())
+    if why is None:
+        return server, ""
+    if args.require:
+        raise SystemExit(f"the {FLEET} workload is required but {why}")
+    console.print(f"skipping the {FLEET} workload: {why}", markup=False)
+    return None, why
+
+
+def _fleet(args: argparse.Namespace, console: Console, out: Path, server: Server) -> None:
+    """The pgbouncer workload: run it, print its tables, write pgbouncer.md and .json."""
+    settings: pgbouncer.Settings = args.fleet
+    info = samples.RunInfo(sysinfo.machine(), sysinfo.versions(), settings=settings.describe())
+    info.servers["postgres"] = server.probe()
+    runs = pgbouncer.plan(settings)
+    each = settings.seconds + settings.warmup + 2.0  # spawning, PgBouncer, closing
+    console.print(f"{FLEET}: {len(runs)} runs planned, about {len(runs) * each / 60:.0f} min")
+    started = time.perf_counter()
+
+    def say(
+        i: int, run: pgbouncer.FleetRun, sample: pgbouncer.FleetSample, notes: list[str]
+    ) -> None:
+        left = (time.perf_counter() - started) / i * (len(runs) - i)
+        peak = max(sample.sessions.get("server") or [0])
+        mark = "  ⚠ DISTURBED" if sample.disturbed else ""
+        failed = f", {sample.errors:,} failed calls" if sample.errors else ""
+        console.print(
+            f"[{i}/{len(runs)} ~{left / 60:.1f} min left] {run.label}: {sample.rate:,.0f}"
+            f" calls/s, {peak} server sessions{failed}{mark}"
+            + "".join(f"\n    {n}" for n in notes),
+            markup=False,
+            highlight=False,
+        )
+
+    taken = pgbouncer.measure(runs, settings, server, info, say)
+    write_fleet(out, info, taken, save=True)
+    # a wide table folds into unreadable cells at a pipe's default of 80 columns
+    wide = console if console.is_terminal else Console(highlight=False, width=200)
+    for table in pgbouncer_report.tables(taken):
+        wide.print(table)
+    for name, why in info.skipped.items():
+        console.print(f"{name}: {why}", markup=False)
+    print(f"written: {out / 'pgbouncer.md'}, {out / 'pgbouncer.json'}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     console = Console(highlight=False, soft_wrap=True)
     if args.from_json is not None:
-        info, taken = samples.load(args.from_json)
-        print(write(args.out or args.from_json.parent, info, taken, save=False))
+        out = args.out or args.from_json.parent
+        if pgbouncer.is_ours(args.from_json):
+            print(write_fleet(out, *pgbouncer.load(args.from_json), save=False))
+        else:
+            info, taken = samples.load(args.from_json)
+            print(write(out, info, taken, save=False))
         return 0
+    out = args.out or (SCRATCH_OUT if args.partial else FULL_OUT)
+    server, why = _fleet_server(args, console) if args.pgbouncer else (None, "")
+    if args.workload:
+        _single_process(args, console, out, why)
+    if server is not None:
+        _fleet(args, console, out, server)
+    return 0
+
+
+def _single_process(args: argparse.Namespace, console: Console, out: Path, fleet_skip: str) -> None:
+    """Every workload but pgbouncer: one process, the contenders side by side; RESULTS.md."""
     info = samples.RunInfo(sysinfo.machine(), sysinfo.versions())
+    if fleet_skip:
+        info.skipped[f"{FLEET} workload"] = fleet_skip
+    elif args.pgbouncer:
+        info.notes.append(f"many processes through PgBouncer: {FLEET}.md beside samples.json")
     contenders, pools, servers = _select(args, info, console)
     runs = plan(contenders, pools, servers, args.workload, args.n, args.loop, args.rounds)
     settings = Settings(args.seconds, args.warmup, args.rounds, args.cycle_seconds, args.threshold)
@@ -228,8 +350,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     guess += cycle_runs * (settings.cycle_seconds + min(settings.warmup, settings.cycle_seconds))
     console.print(f"{len(runs)} runs planned, about {guess / 60:.0f} min", markup=False)
     taken = _execute(runs, settings, console, info)
-    out = args.out or (SCRATCH_OUT if args.partial else FULL_OUT)
     text = write(out, info, taken, save=True)
     print(text)
     print(f"\nwritten: {results_md(out)}, {out}/samples.json and the plots", file=sys.stderr)
-    return 0

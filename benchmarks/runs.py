@@ -12,7 +12,7 @@ import contextlib
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -29,6 +29,7 @@ from .cycles import CycleContender
 from .dsn import Server
 from .samples import Sample, histogram
 
+T = TypeVar("T")
 QUERY_WORKLOADS = tuple(WORKLOADS)
 ALL_WORKLOADS = (*QUERY_WORKLOADS, "contention", "cycles", "waiters")
 
@@ -159,7 +160,8 @@ def attempt(run: Run, settings: Settings) -> tuple[Sample, list[str]]:
         notes.append(f"disturbed: others used {share:.0%} of a core (most: {outcome.top_other})")
 
 
-def _rounds(group: Sequence[Any], rounds: int) -> Iterator[tuple[int, Any]]:
+def alternating(group: Sequence[T], rounds: int) -> Iterator[tuple[int, T]]:
+    """(round, item) for every round: ``group`` forward in even rounds, reversed in odd ones."""
     for r in range(rounds):
         for item in group if r % 2 == 0 else reversed(group):
             yield r, item
@@ -190,12 +192,12 @@ def plan(
             if workload in QUERY_WORKLOADS:
                 for n in ns:
                     fit = [c for c in group if not c.only_n or n in c.only_n]
-                    for r, c in _rounds(fit, rounds):
+                    for r, c in alternating(fit, rounds):
                         on = "none" if c.loops == ("none",) else loop
                         runs.append(Run(workload, on, n, n, r, c, servers[c.backend]))
             elif workload == "contention":
                 pooled = [c for c in group if c.pooled]
-                for r, c in _rounds(pooled, rounds):
+                for r, c in alternating(pooled, rounds):
                     server = servers[c.backend]
                     runs.append(
                         Run(workload, loop, CONTENTION_TASKS, CONTENTION_SIZE, r, c, server)
@@ -211,7 +213,7 @@ def plan(
                     cycles.CONFIGS if workload == "cycles" else [(w, 1) for w in cycles.WAITERS]
                 )
                 for tasks, size in shapes:
-                    for r, p in _rounds(pools, rounds):
+                    for r, p in alternating(pools, rounds):
                         held = servers[p.backend] if p.backend else None
                         runs.append(Run(workload, loop, tasks, size, r, p, held))
     return runs

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -115,11 +115,13 @@ class RunInfo:
     notes: list[str] = field(default_factory=list)
 
 
-def save(path: Path, info: RunInfo, samples: list[Sample]) -> None:
-    """Write the JSON: the info indented, then one sample per line (diffs stay readable)."""
+def save(path: Path, info: RunInfo, samples: Sequence[Any], tag: int | str = 1) -> None:
+    """Write the JSON: the info indented, then one sample (a dataclass) per line (diffs stay
+    readable). ``tag`` (its ``"format"``) tells one kind of samples from another."""
     rows = ",\n".join(json.dumps(dataclasses.asdict(s), separators=(",", ":")) for s in samples)
     info_text = json.dumps(dataclasses.asdict(info), indent=1)
-    path.write_text(f'{{"format": 1,\n"info": {info_text},\n"samples": [\n{rows}\n]}}\n')
+    head = f'{{"format": {json.dumps(tag)},\n"info": {info_text},\n'
+    path.write_text(f'{head}"samples": [\n{rows}\n]}}\n')
 
 
 def load(path: Path) -> tuple[RunInfo, list[Sample]]:

@@ -8,19 +8,33 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from .contenders import CONTENDERS, REFERENCE
 from .cycles import CYCLE_CONTENDERS, POOLKIT_FAKE
-from .samples import Case, Sample, merged, percentile
+from .samples import Case, Histogram, Sample, merged, percentile
 
 Key = tuple[str, str, int, int, str]  # workload, loop, tasks, size, contender
 
 
+class Measured(Protocol):
+    """A sample as :func:`judged` reads it."""
+
+    @property
+    def disturbed(self) -> bool: ...
+    @property
+    def rate(self) -> float: ...
+
+
+M = TypeVar("M", bound=Measured)
+
+
 @dataclass(frozen=True)
-class Row(Case):
-    """The summary of one case's samples."""
+class Judged:
+    """What every summary row says of its runs: how many, how many disturbed, the median
+    throughput with its spread, and latency percentiles."""
 
     runs: int
     disturbed: int
@@ -31,6 +45,34 @@ class Row(Case):
     hi: float
     p50: float
     p99: float
+
+
+def judged(
+    samples: Sequence[M], hists: Callable[[M], Iterable[Histogram]]
+) -> tuple[dict[str, Any], list[M]]:
+    """The :class:`Judged` fields of a row of ``samples``, and the samples they come from:
+    the undisturbed ones, or all of them when every one was disturbed."""
+    clean = [s for s in samples if not s.disturbed]
+    used = clean or list(samples)
+    rates = [s.rate for s in used]
+    hist = merged(h for s in used for h in hists(s))
+    fields = {
+        "runs": len(samples),
+        "disturbed": len(samples) - len(clean),
+        "judged": bool(clean),
+        "rate": statistics.median(rates),
+        "lo": min(rates),
+        "hi": max(rates),
+        "p50": percentile(hist, 0.50),
+        "p99": percentile(hist, 0.99),
+    }
+    return fields, used
+
+
+@dataclass(frozen=True)
+class Row(Judged, Case):
+    """The summary of one case's samples."""
+
     client_us: float
     server_us: float
     #: max / min operations per task over the worst run (inf when a task starved)
@@ -51,23 +93,12 @@ def _fairness(per_task: list[int]) -> float:
 
 def row(samples: Sequence[Sample]) -> Row:
     """The row of one key's samples."""
-    first = samples[0]
-    clean = [s for s in samples if not s.disturbed]
-    used = clean or list(samples)
-    rates = [s.rate for s in used]
-    hist = merged(s.hist for s in used)
+    fields, used = judged(samples, lambda s: [s.hist])
     ops = max(1, sum(s.ops for s in used))
     contention = [s.per_task for s in used if s.per_task]
     return Row(
-        **first.case(),
-        runs=len(samples),
-        disturbed=len(samples) - len(clean),
-        judged=bool(clean),
-        rate=statistics.median(rates),
-        lo=min(rates),
-        hi=max(rates),
-        p50=percentile(hist, 0.50),
-        p99=percentile(hist, 0.99),
+        **samples[0].case(),
+        **fields,
         client_us=sum(s.client_cpu for s in used) / ops * 1e6,
         server_us=sum(s.server_cpu for s in used) / ops * 1e6,
         fairness=max((_fairness(p) for p in contention), default=math.nan),

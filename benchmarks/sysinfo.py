@@ -12,7 +12,8 @@ import importlib.metadata
 import os
 import platform
 import subprocess
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 #: The executable names (``comm``) of each backend's server processes.
@@ -88,17 +89,28 @@ class Split:
     others: float
     #: the process of the others that used the most, as "comm (pid) 0.12 s", or ""
     top_other: str
+    #: the CPU of the processes given roles (role -> seconds), not counted in ``others``
+    roles: dict[str, float] = field(default_factory=dict)
 
 
-def split(before: Snapshot, after: Snapshot, own_pid: int | None = None) -> Split:
+def split(
+    before: Snapshot,
+    after: Snapshot,
+    own_pid: int | None = None,
+    roles: Mapping[int, str] | None = None,
+) -> Split:
     """Who used the CPU between ``before`` and ``after``; this process is left out.
 
-    A process that appeared in between counts with all its time; one that exited is lost
-    (its time cannot be read any more). A pid is the same process while its start time is
-    (a kernel worker's name changes with the work it does).
+    ``roles`` names processes that are part of the run (pid -> role, say the worker
+    processes and a PgBouncer it started): their CPU goes to :attr:`Split.roles`, not to the
+    others. A process that appeared in between counts with all its time; one that exited is
+    lost (its time cannot be read any more). A pid is the same process while its start time
+    is (a kernel worker's name changes with the work it does).
     """
     own = os.getpid() if own_pid is None else own_pid
+    roles = roles or {}
     servers = dict.fromkeys(SERVER_COMMS, 0.0)
+    mine = dict.fromkeys(roles.values(), 0.0)
     others = 0.0
     top, top_used = "", 0.0
     for pid, (comm, start, cpu) in after.items():
@@ -108,6 +120,10 @@ def split(before: Snapshot, after: Snapshot, own_pid: int | None = None) -> Spli
         used = cpu - was[2] if was is not None and was[1] == start else cpu
         if used <= 0:
             continue
+        role = roles.get(pid)
+        if role is not None:
+            mine[role] += used
+            continue
         backend = _SERVER.get(comm)
         if backend is not None:
             servers[backend] += used
@@ -115,7 +131,7 @@ def split(before: Snapshot, after: Snapshot, own_pid: int | None = None) -> Spli
         others += used
         if used > top_used:
             top, top_used = f"{comm} ({pid}) {used:.2f} s", used
-    return Split(servers, others, top)
+    return Split(servers, others, top, mine)
 
 
 def _cpu_model() -> str:

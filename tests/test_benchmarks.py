@@ -1,19 +1,25 @@
 """The benchmark runner without a server: the pool-cycle part for real (briefly), and the
-tables and verdicts on synthetic samples. Nothing here asserts a timing."""
+tables and verdicts on synthetic samples; the PgBouncer case's pieces on synthetic samples,
+and for real (briefly) where PostgreSQL and pgbouncer are there. Nothing here asserts a
+timing."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from benchmarks import measure, report, run, samples, sysinfo
+from benchmarks import measure, pgbouncer, pgbouncer_report, report, run, samples, sessions, sysinfo
 from benchmarks.contenders import ASYNCPG, CONTENDERS, POOLKIT_MY, POOLKIT_PG
 from benchmarks.cycles import CYCLE_CONTENDERS, POOLKIT_FAKE, PSYCOPG_POOL
 from benchmarks.samples import Sample, histogram
 from benchmarks.summary import summarise
 from benchmarks.verdicts import MET, MISSED, UNJUDGED, native_wins, targets
+from tests.backends import probe, required_backends
 
 
 @pytest.mark.anyio
@@ -180,3 +186,226 @@ def test_samples_survive_the_json(tmp_path: Path) -> None:
     info2, taken2 = samples.load(tmp_path / "s.json")
     assert (info2, taken2) == (info, taken)
     assert report.document(info2, taken2) == report.document(info, taken)
+
+
+# ----- K processes x a pool of M each, direct and through PgBouncer -----------------------
+
+
+def fleet_sample(
+    mode: str,
+    rate: float,
+    k: int = 4,
+    m: int = 4,
+    *,
+    round: int = 0,
+    server: list[int] | None = None,
+    disturbed: bool = False,
+    workload: str = "select1",
+) -> pgbouncer.FleetSample:
+    """K processes sharing ``rate`` calls/s over one second, p99 4 ms in every process."""
+    bounced = mode == "pgbouncer"
+    sessions: dict[str, list[int]] = {"server": server or [k * m] * 5}
+    sessions["server_all"] = [n + 1 for n in sessions["server"]]  # one other client's session
+    if bounced:
+        sessions |= {"clients": [k * m] * 5, "cl_waiting": [0, 3, 5, 2, 0]}
+    return pgbouncer.FleetSample(
+        workload=workload,
+        mode=mode,
+        processes=k,
+        size=m,
+        tasks=m,
+        pool_size=8 if bounced else 0,
+        round=round,
+        seconds=1.0,
+        ops=[int(rate / k)] * k,
+        hists=[histogram([0.001] * 90 + [0.004] * 10)] * k,
+        errors=0,
+        error="",
+        client_cpu=0.5,
+        server_cpu=0.25,
+        bouncer_cpu=0.1 if bounced else 0.0,
+        others_cpu=0.5 if disturbed else 0.0,
+        disturbed=disturbed,
+        sessions=sessions,
+    )
+
+
+def fleet_rounds() -> list[pgbouncer.FleetSample]:
+    taken = [fleet_sample("direct", r, round=i) for i, r in enumerate((1000, 1200, 800))]
+    taken += [
+        fleet_sample("pgbouncer", r, round=i, server=[8, 8, 7, 8, 8])
+        for i, r in enumerate((700, 800, 900))
+    ]
+    taken.append(fleet_sample("pgbouncer", 5000, round=3, disturbed=True))
+    return taken
+
+
+def test_the_fleet_plan_alternates_the_modes_with_fresh_runs() -> None:
+    settings = pgbouncer.Settings(
+        seconds=1, warmup=0.1, rounds=3, processes=(2, 8), sizes=(4,), tasks=None,
+        pool_size=8, workloads=("select1", "txn"),
+    )  # fmt: skip
+    runs = pgbouncer.plan(settings)
+    assert len(runs) == 2 * 2 * 3 * 2
+    first = [(r.round, r.mode) for r in runs if r.workload == "select1" and r.processes == 2]
+    assert first == [
+        (0, "direct"), (0, "pgbouncer"), (1, "pgbouncer"), (1, "direct"),
+        (2, "direct"), (2, "pgbouncer"),
+    ]  # fmt: skip
+    assert {r.tasks for r in runs} == {4}  # C defaults to M
+    assert settings.describe()["PgBouncer default_pool_size"] == "8"
+
+
+def test_the_session_counts_come_from_show_pools_and_show_clients() -> None:
+    pools = [
+        {"database": "pgbouncer", "user": "pgbouncer", "cl_active": 1, "cl_waiting": 0,
+         "sv_active": 0, "sv_idle": 0},
+        {"database": "test", "user": "postgres", "cl_active": 30, "cl_waiting": 2,
+         "sv_active": 8, "sv_idle": 0},
+        {"database": "test", "user": "app", "cl_active": 1, "cl_waiting": 0,
+         "sv_active": 1, "sv_idle": 1},
+    ]  # fmt: skip
+    assert sessions.pool_counts(pools, "test") == {
+        "cl_active": 31, "cl_waiting": 2, "sv_active": 9, "sv_idle": 1,
+    }  # fmt: skip
+    clients = [
+        {"database": "test", "application_name": "bench"},
+        {"database": "test", "application_name": "bench"},
+        {"database": "test", "application_name": "other"},
+        {"database": "pgbouncer", "application_name": "bench"},
+    ]
+    assert sessions.client_count(clients, "test", "bench") == 2
+    series = {"server": [3, 8, 8, 8, 2]}
+    assert (sessions.peak(series, "server"), sessions.steady(series, "server")) == (8, 8.0)
+    assert sessions.peak(series, "clients") == 0  # not sampled (direct)
+
+
+def test_the_fleet_rows_take_medians_and_leave_disturbed_runs_out() -> None:
+    rows = pgbouncer_report.summarise(fleet_rounds())
+    direct = rows[("select1", "direct", 4, 4, 4)]
+    bounced = rows[("select1", "pgbouncer", 4, 4, 4)]
+    assert (direct.rate, direct.lo, direct.hi) == (1000, 800, 1200)
+    assert (bounced.rate, bounced.runs, bounced.disturbed) == (800, 4, 1)
+    assert pgbouncer_report.ratio(rows, bounced) == pytest.approx(0.8)
+    assert (direct.sessions_peak, direct.sessions_steady) == (16, 16)
+    unread = dataclasses.replace(fleet_rounds()[0], sessions={})  # no reading in its window
+    assert pgbouncer_report.row([unread, *fleet_rounds()[:2]]).sessions_steady == 16
+    assert (bounced.sessions_peak, bounced.sessions_steady) == (8, 8)
+    assert (bounced.clients_peak, bounced.waiting_peak, direct.others_peak) == (16, 5, 1)
+    assert bounced.p99 == pytest.approx(0.004, rel=0.01)
+    assert bounced.process_rate == (175, 225)  # 700/4 .. 900/4
+    assert bounced.bouncer_us == pytest.approx(0.3 / 2400 * 1e6)
+
+
+def test_a_fleet_run_is_disturbed_by_others_or_by_impossible_cpu_readings() -> None:
+    assert pgbouncer.disturbance(fleet_sample("direct", 1000), 0.05, cores=2) is None
+    busy = pgbouncer.disturbance(fleet_sample("direct", 1000, disturbed=True), 0.05, cores=2)
+    assert busy is not None and busy.startswith("others used 50% of a core")
+    glitch = dataclasses.replace(fleet_sample("direct", 1000), client_cpu=22.8)
+    assert pgbouncer.disturbance(glitch, 0.05, cores=2) == (
+        "the CPU readings add up to 23.1 of 2 cores"
+    )
+
+
+def test_the_fleet_report_shows_the_table_with_sessions_and_ratio() -> None:
+    taken = fleet_rounds()
+    info = samples.RunInfo({**sysinfo.machine(), "commit": "abc1234"}, {"poolkit": "0.1.0"})
+    info.skipped["pgbouncer case (the rest of it)"] = "failed in ..."
+    text = pgbouncer_report.document(info, taken)
+    assert "- poolkit commit: abc1234" in text
+    assert "- Server session readings per run: 5-5 " in text
+    assert "## `select1`: `SELECT 1` in autocommit" in text
+    assert "| 4 x 4 | direct | 1,000 | 800-1,200 |  | 1.00 | 3.98 | 200-300 |" in text
+    bounced = next(line for line in text.splitlines() if "| PgBouncer (8) |" in line)
+    assert "| 800 | 700-900 | 0.80x |" in bounced
+    assert "| 8 / 8 | 15 | 16 / 5 |" in bounced  # 3 undisturbed runs of 5 readings
+    assert "| 4 (1 disturbed, left out) |" in bounced
+    assert "4 x 4 direct: other clients held up to 1 session(s) on the database" in text
+    assert "## Skipped" in text
+    console = Console(file=io.StringIO(), width=200)
+    for table in pgbouncer_report.tables(taken):
+        console.print(table)
+    printed = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "PgBouncer (8)" in printed and "0.80x" in printed
+
+
+def test_fleet_samples_survive_the_json_and_rerender(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken = fleet_rounds()
+    info = samples.RunInfo(settings={"measured s": "5"}, servers={"pgbouncer": "PgBouncer 1.18"})
+    pgbouncer.save(tmp_path / "pgbouncer.json", info, taken)
+    assert pgbouncer.is_ours(tmp_path / "pgbouncer.json")
+    assert (info, taken) == pgbouncer.load(tmp_path / "pgbouncer.json")
+    samples.save(tmp_path / "samples.json", info, [])
+    assert not pgbouncer.is_ours(tmp_path / "samples.json")
+    with pytest.raises(ValueError, match="not a pgbouncer case"):
+        pgbouncer.load(tmp_path / "samples.json")
+    assert run.main(["--from-json", str(tmp_path / "pgbouncer.json")]) == 0
+    written = (tmp_path / "pgbouncer.md").read_text()
+    assert capsys.readouterr().out.strip() == written.strip()
+    assert written.strip() == pgbouncer_report.document(info, taken).strip()
+    assert not (tmp_path / "RESULTS.md").exists()
+
+
+def test_the_pgbouncer_workload_options() -> None:
+    args = run.parse(["--workload", "pgbouncer", "--quick"])
+    assert (args.pgbouncer, args.workload, args.partial) == (True, [], True)
+    fleet = args.fleet
+    assert (fleet.seconds, fleet.rounds, fleet.processes, fleet.workloads) == (
+        0.5, 1, (2,), ("select1",),
+    )  # fmt: skip
+    args = run.parse(["--processes", "2,4", "--pool-size", "8", "--default-pool-size", "10"])
+    assert args.pgbouncer and "select1" in args.workload  # a full run includes it
+    fleet = args.fleet
+    assert (fleet.seconds, fleet.rounds, fleet.processes, fleet.sizes) == (5.0, 3, (2, 4), (8,))
+    assert (fleet.pool_size, fleet.workloads) == (10, ("select1", "txn", "sleep1ms"))
+    assert not run.parse([]).partial
+    with pytest.raises(SystemExit):
+        run.parse(["--fleet-workloads", "nope"])
+
+
+def test_the_pgbouncer_workload_is_skipped_without_pgbouncer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(pgbouncer, "find_binary", lambda: None)
+    argv = ["--workload", "pgbouncer", "--quick", "--out", str(tmp_path)]
+    assert run.main(argv) == 0
+    said = capsys.readouterr().out
+    assert "skipping the pgbouncer workload: the pgbouncer binary is not installed" in said
+    assert "apt-get install pgbouncer" in said
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(SystemExit, match="required but the pgbouncer binary is not installed"):
+        run.main([*argv, "--require"])
+    # beside other workloads, RESULTS.md says why it did not run
+    argv = ["--workload", "cycles,pgbouncer", "--contender", "poolkit (fake", "--rounds", "1"]
+    argv += ["--loop", "asyncio", "--cycle-seconds", "0.02", "--out", str(tmp_path)]
+    assert run.main(argv) == 0
+    assert "- pgbouncer workload: the pgbouncer binary" in (tmp_path / "RESULTS.md").read_text()
+    assert not (tmp_path / "pgbouncer.md").exists()
+
+
+def test_the_pgbouncer_workload_for_real_briefly(tmp_path: Path) -> None:
+    """Two processes x a pool of 2, direct and through a PgBouncer with two server
+    connections: the session counts, not the speed."""
+    if pgbouncer.unavailable():
+        pytest.skip(str(pgbouncer.unavailable()))
+    backend, why = probe("postgres")
+    if backend is None:
+        if "postgres" in required_backends():
+            pytest.fail(why)
+        pytest.skip(why)
+    argv = ["--workload", "pgbouncer", "--quick", "--processes", "2", "--pool-size", "2"]
+    argv += ["--default-pool-size", "2", "--seconds", "0.3", "--warmup", "0.2"]
+    assert run.main([*argv, "--threshold", "100", "--out", str(tmp_path)]) == 0
+    info, taken = pgbouncer.load(tmp_path / "pgbouncer.json")
+    assert info.servers["pgbouncer"].startswith("PgBouncer ")
+    by_mode = {s.mode: s for s in taken}
+    assert set(by_mode) == {"direct", "pgbouncer"}
+    for s in taken:
+        assert s.errors == 0 and len(s.ops) == 2 and min(s.ops) > 0, s.error
+    direct, bounced = by_mode["direct"].sessions, by_mode["pgbouncer"].sessions
+    assert sessions.steady(direct, "server") == 4  # K x M
+    assert 1 <= sessions.peak(bounced, "server") <= 2  # default_pool_size
+    assert sessions.peak(bounced, "clients") == 4
+    assert "| 2 x 2 | PgBouncer (2) |" in (tmp_path / "pgbouncer.md").read_text()

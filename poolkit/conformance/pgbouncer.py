@@ -286,6 +286,11 @@ class PgBouncer:
         return self._redact(text)
 
     @property
+    def pid(self) -> int:
+        """The PgBouncer process's id (a benchmark reads its CPU time in ``/proc``)."""
+        return self._process.pid
+
+    @property
     def running(self) -> bool:
         return self._process.poll() is None
 
