@@ -357,9 +357,9 @@ class FaultProxy:
                             self._allowance = None
                             hearing.clear()
                     data = data[len(chunk) :]
+                    self._forwarded += len(chunk)  # before the peer can see it
                     writer.write(chunk)
                     await writer.drain()
-                    self._forwarded += len(chunk)
         except (OSError, asyncio.IncompleteReadError):
             pass
         finally:
