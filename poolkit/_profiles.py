@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import re
 import sys
 from collections.abc import Callable
@@ -136,23 +137,18 @@ class _LibPQ:
         self.free_cancel.restype = None
 
 
-_libpq_cache: list[_LibPQ | None] = []
-
-
+@functools.cache
 def _psycopg2_libpq() -> _LibPQ | None:
     """libpq's cancel functions, found through psycopg2's own extension module (whose
-    symbol lookup reaches the libpq it links, bundled or not); None where that fails."""
-    if not _libpq_cache:
-        found: _LibPQ | None = None
-        ext = sys.modules.get("psycopg2._psycopg")
-        path = getattr(ext, "__file__", None)
-        if path:
-            try:
-                found = _LibPQ(ctypes.CDLL(path))
-            except (OSError, AttributeError):
-                found = None
-        _libpq_cache.append(found)
-    return _libpq_cache[0]
+    symbol lookup reaches the libpq it links, bundled or not); None where that fails.
+    Called only with a psycopg2 connection at hand, so the extension is imported."""
+    path = getattr(sys.modules.get("psycopg2._psycopg"), "__file__", None)
+    if not path:
+        return None
+    try:
+        return _LibPQ(ctypes.CDLL(path))
+    except (OSError, AttributeError):
+        return None
 
 
 def _psycopg2_cancel(raw: Raw, cursor: Raw | None, reconnect: Callable[[], Raw]) -> None:

@@ -67,17 +67,9 @@ def _loopback(host: str, what: str) -> None:
 class _Pipe:
     """One proxied connection: the client's socket and the server's, and two pumps."""
 
-    def __init__(
-        self,
-        client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-        server: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-    ) -> None:
-        self.client = client
-        self.server = server
+    def __init__(self, client: asyncio.StreamWriter, server: asyncio.StreamWriter) -> None:
+        self.writers = (client, server)
         self.tasks: list[asyncio.Task[None]] = []
-
-    def writers(self) -> tuple[asyncio.StreamWriter, asyncio.StreamWriter]:
-        return self.client[1], self.server[1]
 
 
 class FaultProxy:
@@ -182,16 +174,10 @@ class FaultProxy:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def _shutdown(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        for pipe in list(self._pipes):
-            self._abort(pipe)
+        await self._refuse()
         tasks = [t for pipe in self._pipes for t in pipe.tasks]
-        for task in tasks:
-            task.cancel()
+        await self._reset_all()  # cancels those pumps; wait for them to end
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._pipes.clear()
 
     def stop(self) -> None:
         """Close every connection and the listener; idempotent, bounded."""
@@ -221,7 +207,7 @@ class FaultProxy:
         """Hold every chunk ``seconds`` before forwarding it, both ways (0: no latency)."""
         if not seconds >= 0:
             raise ValueError(f"delay must be >= 0 seconds, got {seconds!r}")
-        self._control(self._set("_latency", float(seconds)))
+        self._control(self._delay(float(seconds)))
 
     def deafen(self) -> None:
         """Stop forwarding, both ways, on every connection, new ones too; close nothing."""
@@ -271,8 +257,8 @@ class FaultProxy:
             raise ProxyError(f"{self!r} is not running")
         return asyncio.run_coroutine_threadsafe(coro, loop).result(_CONTROL_TIMEOUT)
 
-    async def _set(self, name: str, value: float) -> None:
-        setattr(self, name, value)
+    async def _delay(self, seconds: float) -> None:
+        self._latency = seconds
 
     async def _deafen(self, allowance: int | None) -> None:
         assert self._hearing is not None
@@ -304,7 +290,7 @@ class FaultProxy:
 
     def _abort(self, pipe: _Pipe) -> None:
         """Close both sockets with a TCP RST (linger 0), not an orderly FIN."""
-        for writer in pipe.writers():
+        for writer in pipe.writers:
             sock = writer.get_extra_info("socket")
             if sock is not None:
                 with contextlib.suppress(OSError):
@@ -323,7 +309,7 @@ class FaultProxy:
         except (OSError, asyncio.TimeoutError):
             writer.transport.abort()  # the server is down: so is the proxy, for this client
             return
-        pipe = _Pipe((reader, writer), upstream)
+        pipe = _Pipe(writer, upstream[1])
         self._pipes.add(pipe)
         pipe.tasks = [
             asyncio.create_task(self._pump(pipe, reader, upstream[1], from_server=False)),
@@ -365,7 +351,7 @@ class FaultProxy:
         finally:
             if pipe in self._pipes:  # one side ended: end the other, in order
                 self._pipes.discard(pipe)
-                for side in pipe.writers():
+                for side in pipe.writers:
                     side.close()
                 for task in pipe.tasks:
                     if task is not asyncio.current_task():

@@ -25,6 +25,7 @@ __all__ = [
     "LONG",
     "Watch",
     "calls",
+    "no_leak",
     "require",
     "scalar",
     "serves",
@@ -70,6 +71,15 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, within: float =
             await anyio.sleep(0.02)
     # AssertionError, not pytest.fail(): inside a task group an Exception keeps its report
     raise AssertionError(f"not within {within:g} s: {what}")
+
+
+async def no_leak(watch: Watch, max_size: int) -> None:
+    """The pool's sessions on the server come back to at most ``max_size``."""
+
+    async def within_bound() -> bool:
+        return await watch.sessions() <= max_size
+
+    await until(within_bound, f"the pool's sessions to come back to <= {max_size}")
 
 
 async def scalar(conn: Any, value: int) -> Any:

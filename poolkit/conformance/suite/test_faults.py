@@ -19,6 +19,7 @@ from ._server import (
     LONG,
     Watch,
     calls,
+    no_leak,
     require,
     scalar,
     serves,
@@ -29,15 +30,6 @@ from ._server import (
 from ._support import rows
 
 pytestmark = pytest.mark.anyio
-
-
-async def no_leak(watch: Watch, max_size: int) -> None:
-    """The pool's sessions on the server come back to at most ``max_size``."""
-
-    async def within_bound() -> bool:
-        return await watch.sessions() <= max_size
-
-    await until(within_bound, f"the pool's sessions to come back to <= {max_size}")
 
 
 async def stopped(watch: Watch, pid: int) -> None:

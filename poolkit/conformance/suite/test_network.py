@@ -19,7 +19,7 @@ import pytest
 from poolkit.conformance._targets import Target
 from poolkit.conformance.proxy import FaultProxy, ProxyError
 
-from ._server import HANG, calls, require, scalar, serves, until, watched
+from ._server import HANG, calls, no_leak, require, scalar, serves, watched
 from ._support import not_supported, rows
 
 pytestmark = pytest.mark.anyio
@@ -120,11 +120,7 @@ async def test_every_connection_reset_costs_at_most_one_call(target: Target, ada
                 f"reset: {failed[:2]!r}"
             )
             await serves(pool, via)
-
-            async def within_bound() -> bool:
-                return await watch.sessions() <= size
-
-            await until(within_bound, f"the pool's sessions to come back to <= {size}")
+            await no_leak(watch, size)
 
 
 @pytest.mark.requires("acquire_timeout")
