@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import importlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import poolkit
+from poolkit._optional import unavailable
 
 from .dsn import Server, TargetError
 from .measure import SyncQuery
@@ -99,10 +99,9 @@ class Contender:
 def missing(modules: tuple[str, ...]) -> str | None:
     """Why one of ``modules`` cannot be imported, or None."""
     for module in modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            return f"{module} is not importable ({exc})"
+        why = unavailable(module)
+        if why is not None:
+            return why
     return None
 
 

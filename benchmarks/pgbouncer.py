@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from poolkit._optional import unavailable as unavailable_module
 from poolkit.conformance.pgbouncer import INSTALL, PgBouncer, find_binary, start
 
 from . import samples, sysinfo
@@ -141,11 +142,7 @@ def unavailable() -> str | None:
     """Why the case cannot run here (no pgbouncer binary, no psycopg2), or None."""
     if find_binary() is None:
         return f"the pgbouncer binary is not installed ({INSTALL})"
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError as exc:
-        return f"psycopg2 is not importable ({exc})"
-    return None
+    return unavailable_module("psycopg2")
 
 
 def plan(settings: Settings) -> list[FleetRun]:

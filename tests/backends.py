@@ -7,6 +7,7 @@ DSNs come from ``POOLKIT_POSTGRES_DSN`` (libpq key=value or URL) and ``POOLKIT_M
 
 from __future__ import annotations
 
+import importlib
 import os
 import sqlite3
 import uuid
@@ -21,6 +22,7 @@ from urllib.parse import unquote, urlsplit
 import pytest
 
 import poolkit
+from poolkit._optional import unavailable
 
 DEFAULT_POSTGRES_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
 DEFAULT_MYSQL_DSN = "mysql://root@127.0.0.1:3306/test"
@@ -160,6 +162,15 @@ def fake_backend() -> Backend:
     )
 
 
+def need(name: str) -> Any:
+    """``import name``, or skip the test with what to install: also when the module is
+    installed but cannot load (pyodbc without unixODBC), which ``pytest.importorskip`` fails."""
+    why = unavailable(name)
+    if why is not None:
+        pytest.skip(why)
+    return importlib.import_module(name)
+
+
 SERVER_BACKENDS: dict[str, Callable[[], Backend]] = {"postgres": _postgres, "mysql": _mysql}
 
 
@@ -175,10 +186,11 @@ def required_backends() -> set[str]:
 @cache
 def probe(name: str) -> tuple[Backend | None, str]:
     """(backend, "") when reachable, else (None, why) with secrets masked."""
-    try:
-        backend = SERVER_BACKENDS[name]()
-    except ImportError as exc:
-        return None, f"driver for {name} is not installed ({exc})"
+    driver = {"postgres": "psycopg2", "mysql": "pymysql"}[name]
+    why = unavailable(driver)
+    if why is not None:
+        return None, f"the {name} tests need {driver}: {why}"
+    backend = SERVER_BACKENDS[name]()
     try:
         backend.connect().close()
     except Exception as exc:

@@ -32,7 +32,7 @@ from poolkit import (
     PoolTimeout,
     TooManyWaiters,
 )
-from tests.backends import Backend
+from tests.backends import Backend, need
 
 pytestmark = pytest.mark.anyio
 
@@ -424,7 +424,7 @@ async def test_open_failure_masks_password_in_factory_errors(
 async def test_open_failure_with_pymysql_keeps_password_out(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    pymysql = pytest.importorskip("pymysql")
+    pymysql = need("pymysql")
     caplog.set_level(logging.DEBUG, logger="poolkit")
     events: list[PoolEvent] = []
     pool = Pool(

@@ -23,7 +23,7 @@ import pytest
 
 import poolkit
 from poolkit import ConnectionReturned, Pool, PoolClosed, PoolError, PoolTimeout, QueryTimeout
-from tests.backends import Backend, probe
+from tests.backends import Backend, need, probe
 
 pytestmark = pytest.mark.anyio
 
@@ -136,7 +136,7 @@ def exception_text(exc: BaseException) -> str:
 
 
 async def test_invalid_dsn_error_from_open_does_not_show_the_password() -> None:
-    psycopg2 = pytest.importorskip("psycopg2")
+    psycopg2 = need("psycopg2")
     password = "S3cr%t-Pw"  # '%' not percent-encoded: libpq rejects the URL, quoting the token
     pool = Pool(psycopg2, f"postgresql://postgres:{password}@127.0.0.1:5432/test", timeout=5)
     with anyio.fail_after(HANG), pytest.raises((psycopg2.Error, PoolError)) as info:

@@ -18,7 +18,7 @@ import pytest
 
 import poolkit
 from poolkit import Backoff, Pool
-from tests.backends import Backend
+from tests.backends import Backend, need
 
 pytestmark = pytest.mark.anyio
 
@@ -120,7 +120,7 @@ async def test_execute_cancelled_as_it_completes_still_releases_its_lock(
 
 
 async def test_invalid_dsn_from_a_factory_is_raised_at_once() -> None:
-    psycopg2 = pytest.importorskip("psycopg2")
+    psycopg2 = need("psycopg2")
     pool = Pool(
         connect=lambda: psycopg2.connect("not a dsn"), timeout=1.0, backoff=Backoff(0.01, 0.01)
     )

@@ -14,7 +14,7 @@ import pytest
 
 from poolkit import Pool
 from poolkit.fakes import FakeDriver, Hang, Plan, VirtualClock
-from tests.backends import resolve
+from tests.backends import need, resolve
 from tests.test_regressions_concurrency import pool_threads
 
 pytestmark = pytest.mark.anyio
@@ -93,7 +93,7 @@ async def test_psqlodbc_commit_on_a_silently_lost_connection_raises(tmp_path: Pa
     around every commit and after every reset, so the caller gets 08S01 instead.
     """
     postgres = resolve("postgres", tmp_path)
-    pytest.importorskip("pyodbc")
+    need("pyodbc")
     from poolkit.conformance._targets import TargetError, build_target
 
     try:

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
+from .._optional import unavailable
 from .._redact import Redactor
 
 __all__ = [
@@ -428,10 +429,7 @@ _ODBC_INSTALL = {
 
 
 def _odbc_driver(*needles: str) -> str:
-    try:
-        import pyodbc
-    except ImportError as exc:
-        raise TargetError(f"pyodbc is not installed or has no unixODBC ({exc})") from None
+    pyodbc = _import("pyodbc")
     for name in pyodbc.drivers():
         if any(n.lower() in name.lower() for n in needles) and "ansi" not in name.lower():
             return str(name)
@@ -457,10 +455,12 @@ def _odbc_string(**items: Any) -> str:
 
 
 def _import(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ImportError as exc:
-        raise TargetError(f"driver {name} is not installed ({exc})") from None
+    """The driver module, or TargetError saying what to install (not installed, or installed
+    but unable to load its library: pyodbc without unixODBC)."""
+    why = unavailable(name)
+    if why is not None:
+        raise TargetError(why)
+    return importlib.import_module(name)
 
 
 def build_target(backend: str, driver: str, dsn: str | None, source: str, tmp: str) -> Target:

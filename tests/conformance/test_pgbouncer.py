@@ -31,7 +31,7 @@ from poolkit.conformance.pgbouncer import (
     start,
 )
 from poolkit.conformance.suite._server import require, watched
-from tests.backends import DEFAULT_POSTGRES_DSN, resolve
+from tests.backends import DEFAULT_POSTGRES_DSN, need, resolve
 
 pytest_plugins = ["pytester"]
 
@@ -168,7 +168,7 @@ def test_targets_do_not_prepare_on_the_server_and_count_on_the_admin_console(
     assert psycopg.dialect.statement_timeout(100) == ""  # a SET is session state
     assert psycopg.dialect.session_id and psycopg.dialect.kill(1)
     assert SECRET not in repr(psycopg) and SECRET not in psycopg.redact(dsn)
-    pyodbc = pytest.importorskip("pyodbc")
+    pyodbc = need("pyodbc")
     if "PostgreSQL Unicode" not in pyodbc.drivers():
         pytest.skip("the PostgreSQL ODBC driver is not installed")
     odbc = build_target("postgres-pgbouncer", "pyodbc", dsn, "dsn", str(tmp_path))
@@ -358,7 +358,7 @@ def _refused(port: int) -> bool:
 def test_start_serve_count_and_stop(upstream_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
     """A real PgBouncer: queries pass through in transaction mode, the admin console counts
     clients by application_name, and stop() ends the process and removes its files."""
-    psycopg2 = pytest.importorskip("psycopg2")
+    psycopg2 = need("psycopg2")
     caplog.set_level(logging.INFO, logger="poolkit.conformance.pgbouncer")
     with start(upstream_dsn, pool_size=2) as bouncer:
         assert bouncer.running and bouncer.version.startswith("PgBouncer")
@@ -392,7 +392,7 @@ def test_start_serve_count_and_stop(upstream_dsn: str, caplog: pytest.LogCapture
 def test_a_password_never_shows(upstream_dsn: str, caplog: pytest.LogCaptureFixture) -> None:
     """Clients authenticate with the upstream password (SCRAM, from the user list); it is in
     the DSN, never in the repr, the logs or a masked DSN."""
-    psycopg2 = pytest.importorskip("psycopg2")
+    psycopg2 = need("psycopg2")
     caplog.set_level(logging.DEBUG, logger="poolkit.conformance.pgbouncer")
     upstream = Upstream.parse(upstream_dsn)
     dsn = f"{upstream_dsn} password={pgbouncer._dsn_value(SECRET)}"  # the server trusts us

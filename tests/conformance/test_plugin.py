@@ -24,6 +24,7 @@ from poolkit.conformance import _resolve
 from poolkit.conformance._report import Report, Result
 from poolkit.conformance._resolve import Resolved, Resolver, docker_reachable
 from poolkit.conformance._targets import Target, TargetError, build_target
+from tests.backends import need
 
 pytest_plugins = ["pytester"]
 
@@ -380,7 +381,7 @@ def test_a_target_that_cannot_be_built_skips_or_fails_when_required(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, required: bool
 ) -> None:
     """A DSN for SQL Server, but no SQL Server ODBC driver: each case says so."""
-    pyodbc = pytest.importorskip("pyodbc")
+    pyodbc = need("pyodbc")
     monkeypatch.setattr(pyodbc, "drivers", lambda: ["PostgreSQL Unicode"])  # in-process run
     args = [*ARGS, *FEW, "-rs", "--pool-conformance", "--pool-backend", "mssql"]
     args += ["--pool-dsn", f"mssql=mssql://sa:{SECRET}@127.0.0.1:1/master"]
@@ -614,7 +615,7 @@ class _BrokenContainer(_FakeContainer):
 
 def _postgres_module() -> Any:
     """``testcontainers.postgres``, imported quietly (it is deprecated in testcontainers 4.9+)."""
-    pytest.importorskip("testcontainers", reason="the containers extra is not installed")
+    need("testcontainers")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return importlib.import_module("testcontainers.postgres")
@@ -729,7 +730,7 @@ def test_resolver_starts_a_container_when_warnings_are_errors(
 ) -> None:
     """As in this project's pytest configuration (``filterwarnings = error``), in which the
     resolver runs: importing the container class must not turn into "did not start"."""
-    community = pytest.importorskip("testcontainers.community.postgres")
+    community = need("testcontainers.community.postgres")
     monkeypatch.setattr(community, "PostgresContainer", _FakeContainer)
     monkeypatch.delitem(sys.modules, "testcontainers.postgres", raising=False)
     resolver = Resolver(say=_quiet)
@@ -742,7 +743,7 @@ def test_resolver_starts_a_container_when_warnings_are_errors(
 
 def test_docker_reachable_without_an_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     """(False, why), and nothing left open (a leaked socket fails runs with warnings as errors)."""
-    pytest.importorskip("docker", reason="the containers extra is not installed")
+    need("docker")
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/poolkit-docker.sock")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -838,7 +839,7 @@ def test_report_write(tmp_path: Path, given: str, md: str, js: str) -> None:
 
 
 def _odbc_driver_installed(name: str) -> bool:
-    pyodbc = pytest.importorskip("pyodbc")
+    pyodbc = need("pyodbc")
     return name in pyodbc.drivers()
 
 
@@ -947,7 +948,7 @@ def test_mysql_dsn_must_be_a_url(tmp_path: Path) -> None:
 def test_mssql_url_without_a_sql_server_odbc_driver_names_what_to_install(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pyodbc = pytest.importorskip("pyodbc")
+    pyodbc = need("pyodbc")
     installed = [d for d in pyodbc.drivers() if "SQL Server" not in d]
     monkeypatch.setattr(pyodbc, "drivers", lambda: installed)
     with pytest.raises(TargetError) as info:
@@ -962,7 +963,7 @@ def test_mssql_url_without_a_sql_server_odbc_driver_names_what_to_install(
 def test_mssql_url_with_a_sql_server_odbc_driver(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pyodbc = pytest.importorskip("pyodbc")
+    pyodbc = need("pyodbc")
     monkeypatch.setattr(pyodbc, "drivers", lambda: ["ODBC Driver 18 for SQL Server"])
     target = build_target("mssql", "pyodbc", f"mssql://sa:{SECRET}@db/app", "dsn", str(tmp_path))
     assert target.args == (
