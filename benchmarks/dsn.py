@@ -13,13 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from poolkit.conformance._defaults import DEFAULT_DSNS
 from poolkit.conformance._targets import TargetError, build_target
 
 ENV = {"postgres": "POOLKIT_POSTGRES_DSN", "mysql": "POOLKIT_MYSQL_DSN"}
-DEFAULTS = {
-    "postgres": "host=127.0.0.1 port=5432 dbname=test user=postgres",
-    "mysql": "mysql://root@127.0.0.1:3306/test",
-}
+DEFAULTS = DEFAULT_DSNS  # the test suite's and the conformance suite's
 VERSION_SQL = {
     "postgres": "SELECT version()",
     "mysql": "SELECT CONCAT('MariaDB/MySQL ', VERSION())",

@@ -12,7 +12,9 @@ async def main() -> None:
             await conn.execute("INSERT INTO hits VALUES (?)", ("/",))
         async with pool.connection(timeout=2.0) as conn:
             cur = await conn.execute("SELECT count(*) FROM hits")
-            print("hits:", (await cur.fetchone())[0], pool.stats().acquired, "checkouts")
+            row = await cur.fetchone()  # None when no rows are left
+            assert row is not None
+            print("hits:", row[0], pool.stats().acquired, "checkouts")
 
 
 anyio.run(main)

@@ -19,6 +19,7 @@ from ._errors import (
 )
 from ._pool import Pool
 from ._profiles import DriverProfile, profile_for
+from ._rows import Description, Row
 from ._stats import PoolEvent, Stats
 
 __version__ = "0.1.0"
@@ -29,6 +30,7 @@ __all__ = [
     "Backoff",
     "ConnectionBusy",
     "ConnectionReturned",
+    "Description",
     "DriverProfile",
     "Pool",
     "PoolClosed",
@@ -36,6 +38,7 @@ __all__ = [
     "PoolEvent",
     "PoolTimeout",
     "QueryTimeout",
+    "Row",
     "Stats",
     "TooManyWaiters",
     "profile_for",

@@ -12,6 +12,7 @@ import anyio
 from ._bridge import forget
 from ._errors import ConnectionBusy, ConnectionReturned, PoolClosed, QueryTimeout
 from ._link import CursorBox, Link, Outcome
+from ._rows import Row
 from ._worker import Runner, run_in_helper_thread
 
 if TYPE_CHECKING:
@@ -248,7 +249,10 @@ class AsyncConnection:
                 f"connection #{self._conn.id} was already returned to the pool; acquire a new one"
             )
         if self._conn.forced:
-            raise PoolClosed(f"connection #{self._conn.id} was closed by Pool.close(timeout=...)")
+            raise PoolClosed(
+                f"pool {self._conn.pool.name} was closed while connection #{self._conn.id} was "
+                "in use: close(timeout=...) reached its deadline and closed it"
+            )
 
     def _call(
         self, fn: Callable[..., Any], args: tuple[Any, ...], timeout: float | None
@@ -277,19 +281,20 @@ class AsyncConnection:
 
     async def fetchall(
         self, sql: Any, params: Any = None, *, timeout: float | None = DEFAULT
-    ) -> list[Any]:
+    ) -> list[Row]:
         """Run one statement and return all its rows, in one thread trip and no cursor
         object ([] when it returns no result set). Transactions are yours, as with
         :meth:`execute`."""
-        rows: list[Any] = await self._call(Link.query, (sql, params, False, False), timeout)
+        rows: list[Row] = await self._call(Link.query, (sql, params, False, False), timeout)
         return rows
 
     async def fetchone(
         self, sql: Any, params: Any = None, *, timeout: float | None = DEFAULT
-    ) -> Any:
+    ) -> Row | None:
         """Run one statement and return its first row (None if there is none), in one
         thread trip; the rest of the result is discarded."""
-        return await self._call(Link.query, (sql, params, True, False), timeout)
+        row: Row | None = await self._call(Link.query, (sql, params, True, False), timeout)
+        return row
 
     async def executemany(
         self, sql: Any, seq_of_params: Sequence[Any], *, timeout: float | None = DEFAULT

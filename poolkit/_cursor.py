@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._connection import DEFAULT
 from ._link import CursorBox, Link, Snapshot
+from ._rows import Description, Row
 
 if TYPE_CHECKING:
     from ._connection import AsyncConnection
@@ -30,7 +31,7 @@ class AsyncCursor:
         self._pooled = connection._conn
         self._box = box
         # Buffered rows are _rows[_pos:]: a list handed over whole by fetchall(), no copy.
-        self._rows: list[Any] = []
+        self._rows: list[Row] = []
         self._pos = 0
         self._exhausted = True
         self._closed = False
@@ -39,7 +40,7 @@ class AsyncCursor:
         # custom class) may hold server resources: open, it always calls for a reset.
         self._special = bool(box.args or box.kwargs)
         self._arraysize: int | None = None
-        self.description: Any = None
+        self.description: Description | None = None
         self.rowcount: int = -1
         self.lastrowid: Any = None
 
@@ -151,7 +152,7 @@ class AsyncCursor:
 
     # ----- fetching --------------------------------------------------------------------
 
-    async def fetchone(self, *, timeout: float | None = DEFAULT) -> Any:
+    async def fetchone(self, *, timeout: float | None = DEFAULT) -> Row | None:
         if self._buffered():
             if self._pos == len(self._rows):
                 if self._exhausted:
@@ -162,11 +163,12 @@ class AsyncCursor:
             row = self._rows[self._pos]
             self._pos += 1
             return row
-        return await self._connection._call(Link.fetchone, (self._box,), timeout)
+        fetched: Row | None = await self._connection._call(Link.fetchone, (self._box,), timeout)
+        return fetched
 
     async def fetchmany(
         self, size: int | None = None, *, timeout: float | None = DEFAULT
-    ) -> list[Any]:
+    ) -> list[Row]:
         if size is None:
             size = self.arraysize
         if self._buffered():
@@ -176,21 +178,21 @@ class AsyncCursor:
             start = self._pos
             self._pos = min(start + size, len(self._rows))
             return self._rows[start : self._pos]
-        rows: list[Any] = await self._connection._call(Link.fetch, (self._box, size), timeout)
+        rows: list[Row] = await self._connection._call(Link.fetch, (self._box, size), timeout)
         return rows
 
-    async def fetchall(self, *, timeout: float | None = DEFAULT) -> list[Any]:
+    async def fetchall(self, *, timeout: float | None = DEFAULT) -> list[Row]:
         if self._buffered():
             if not self._exhausted:
                 await self._fetch(None, timeout)
             rows = self._rows if self._pos == 0 else self._rows[self._pos :]
             self._drop_rows()
             return rows
-        result: list[Any] = await self._connection._call(Link.fetch, (self._box, None), timeout)
+        result: list[Row] = await self._connection._call(Link.fetch, (self._box, None), timeout)
         return result
 
-    async def _fetch(self, size: int | None, timeout: float | None) -> list[Any]:
-        rows: list[Any] = await self._connection._call(Link.fetch, (self._box, size), timeout)
+    async def _fetch(self, size: int | None, timeout: float | None) -> list[Row]:
+        rows: list[Row] = await self._connection._call(Link.fetch, (self._box, size), timeout)
         # A new list, never extended in place: the buffer may be the driver's own list.
         left = self._rows[self._pos :] if self._pos else self._rows
         self._rows = left + rows if left else rows
@@ -203,7 +205,7 @@ class AsyncCursor:
     def __aiter__(self) -> AsyncCursor:
         return self
 
-    async def __anext__(self) -> Any:
+    async def __anext__(self) -> Row:
         row = await self.fetchone()
         if row is None:
             raise StopAsyncIteration

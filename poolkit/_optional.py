@@ -98,7 +98,8 @@ def _why(name: str, exc: BaseException) -> str:
     if library is not None:
         lib = library.group(1) or ""
         package = next((pkg for prefix, pkg in LIBRARIES if lib.startswith(prefix)), None)
-        what = f"the system library {lib}" if lib else "a system library"
+        if not lib:  # Windows names no library
+            return f"{top} is installed but cannot load a system library ({text})"
         fix = f"install {package}" if package else "install the library it links against"
-        return f"{top} is installed but cannot load {what} ({text}): {fix}"
+        return f"{top} is installed but cannot load {lib}: {fix}"
     return f"{top} is installed but cannot be imported ({type(exc).__name__}: {text})"

@@ -8,6 +8,8 @@ group: ``open()`` and ``close()`` are plain awaitables and ``async with pool`` i
 
 from __future__ import annotations
 
+import copy
+import difflib
 import functools
 import inspect
 import logging
@@ -19,7 +21,7 @@ import weakref
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import asynccontextmanager
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 import anyio
 
@@ -27,11 +29,13 @@ from ._backoff import Backoff
 from ._bridge import Bridge, LoopFuture, current_bridge, forget
 from ._connection import DEFAULT as _DEFAULT
 from ._connection import AsyncConnection, PooledConn, call
+from ._dsn import is_url
 from ._errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 from ._leaks import acquire_site, format_site, overdue
 from ._link import Abandoned, Link, Outcome
 from ._profiles import DriverProfile, driver_name, profile_for
 from ._redact import Redactor
+from ._rows import Row
 from ._state import NOTHING, Actions, PoolState, Slot, SlotState, validate_sizes
 from ._stats import Counters, PoolEvent, Stats
 from ._worker import Runner, ThreadGroup, Worker, run_in_helper_thread
@@ -76,6 +80,11 @@ class Pool:
     ``driver.connect(*args, **connect_kwargs)``; ``Pool(connect=factory)`` calls a factory
     instead (the driver is then inferred from the connection it returns, or given as
     ``driver``). Use it as ``async with pool:`` or call :meth:`open` and :meth:`close`.
+    A keyword that is no pool option is refused with a ``TypeError`` saying where it goes.
+    A URL as the one connect argument, for a driver that takes none (PyMySQL, MySQLdb:
+    ``Pool(pymysql, "mysql://user:password@host/db?charset=utf8mb4")``), is read into its
+    connect() keywords by the driver profile's ``parse_url`` (``connect_kwargs`` win); a URL
+    of another database's kind (``postgresql://`` to PyMySQL) is refused with a ValueError.
 
     Sizing: ``min_size`` connections are kept open; at most ``max_size`` exist at once
     (counting those still opening, resetting or closing). ``max_waiting`` bounds the queue
@@ -142,12 +151,17 @@ class Pool:
         profile: DriverProfile | None = None,
         threads: Literal["auto", "dedicated", "shared"] = "auto",
         clock: Callable[[], float] = time.monotonic,
+        # Catches keywords meant for driver.connect(); NoReturn keeps type checkers refusing them.
+        **driver_keywords: NoReturn,
     ) -> None:
+        if driver_keywords:
+            raise TypeError(_unexpected_keywords(list(driver_keywords), driver, connect))
         kwargs = dict(connect_kwargs or {})
         if connect is None:
             if driver is None:
                 raise TypeError("Pool() needs a DB-API driver module, or connect=<factory>")
             _check_driver(driver)
+            args, kwargs = _url_arguments(profile or profile_for(driver), args, kwargs)
             self._connect: Callable[[], Raw] = functools.partial(driver.connect, *args, **kwargs)
         else:
             if not callable(connect):
@@ -209,7 +223,7 @@ class Pool:
                 "threads='dedicated'"
             )
         self.name = name if name is not None else f"{self._driver_name}-{next(_names)}"
-        self._redact = Redactor(args, kwargs, secrets)
+        self._redact = Redactor(args, kwargs, secrets)  # after a URL was read: its password too
         self._timeout = timeout
         self._query_timeout = query_timeout
         self._leak_timeout = leak_timeout
@@ -230,9 +244,11 @@ class Pool:
         self._failure_round = 0
         self._closer_running = False
         self._last_connect_exc: BaseException | None = None
-        # While open() waits, a connect error no retry can fix (bad DSN or arguments) ends it.
-        self._fatal_window = True
-        self._fatal: BaseException | None = None
+        # The last connect attempt failed with a configuration error (the profile's
+        # is_config_error: a bad password, an unknown database, a DSN the driver rejects) and
+        # none has succeeded since. open() raises it; so does a caller for whom the pool has
+        # no connection (see _connect_failed and _wait). The pool keeps retrying meanwhile.
+        self._config_error: BaseException | None = None
         self._conns: dict[int, PooledConn] = {}
         # The thread side of each connection, for the finalizer (it must not reach the pool).
         self._threads: dict[int, tuple[Runner, Link]] = {}
@@ -337,9 +353,12 @@ class Pool:
     async def open(self, *, wait: bool = True, timeout: float | None = _DEFAULT) -> None:
         """Start the pool on the running event loop and open ``min_size`` connections.
 
-        With ``wait``, return once they are open; if that takes longer than ``timeout``
-        (default: the pool's acquire timeout), close the pool and raise
-        :class:`~poolkit.PoolTimeout` naming the last connect error.
+        With ``wait``, return once they are open. A connect error that is a configuration
+        mistake (the driver profile's ``is_config_error``: a bad password, an unknown
+        database, a DSN the driver rejects) closes the pool and is raised at once, as the
+        driver's own exception with secrets masked. Other errors are retried with back-off;
+        if that takes longer than ``timeout`` (default: the pool's acquire timeout), the pool
+        closes and :class:`~poolkit.PoolTimeout` names the last connect error.
         """
         if self._closed:
             raise PoolClosed(f"pool {self.name} is closed and cannot be reopened")
@@ -353,28 +372,28 @@ class Pool:
             timeout = self._timeout
         _check_seconds("timeout", timeout, positive=False)
         state = self._state
-        with anyio.move_on_after(math.inf if timeout is None else timeout) as scope:
+        with anyio.move_on_after(math.inf if timeout is None else timeout):
             while (
                 state.idle + state.in_use < state.min_size
                 and not state.closed
-                and self._fatal is None
+                and self._config_error is None
             ):
                 await self._changed()
         if state.closed:
             raise PoolClosed(f"pool {self.name} was closed while opening")
-        if self._fatal is not None or scope.cancelled_caught:
-            fatal, error = self._fatal, self._counters.last_connect_error
-            with anyio.CancelScope(shield=True):
-                await self.close(timeout=0)
-            if fatal is not None:  # a configuration error no retry can fix: the driver's own
-                raise self._masked(fatal) from None
-            exc = PoolTimeout(
-                f"pool {self.name}: could not open {state.min_size} connection(s) in "
-                f"{timeout:g} s" + (f"; last connect error: {error}" if error else "")
-            )
-            exc.connect_error = self._last_connect_exc
-            raise exc
-        self._fatal_window = False
+        if state.idle + state.in_use >= state.min_size:
+            return
+        config, error = self._config_error, self._counters.last_connect_error
+        with anyio.CancelScope(shield=True):
+            await self.close(timeout=0)
+        if config is not None:  # a configuration error no retry can fix: the driver's own
+            raise self._masked(config) from None
+        exc = PoolTimeout(
+            f"pool {self.name}: could not open {_connections(state.min_size)} in "
+            f"{timeout:g} s" + (f"; last connect error: {error}" if error else "")
+        )
+        exc.connect_error = self._last_connect_exc
+        raise exc
 
     def _start(self) -> None:
         self._bridge = current_bridge()
@@ -449,9 +468,9 @@ class Pool:
         forced = len(forced_ids | set(self._conns))
         if stuck:
             log.warning(
-                "pool %s: %d connections still inside the driver, threads left behind: %s",
+                "pool %s: %s still inside the driver, threads left behind: %s",
                 self.name,
-                len(stuck),
+                _connections(len(stuck)),
                 ", ".join(stuck),
             )
         threads, self._retired = self._retired, []
@@ -462,7 +481,7 @@ class Pool:
         self._close_result = forced
         self._finalizer.detach()
         self._notify()
-        log.info("pool %s: closed (%d forced)", self.name, forced)
+        log.info("pool %s: closed (%s forced)", self.name, _connections(forced))
         self._emit("close", detail=f"forced={forced}")
         return forced
 
@@ -477,7 +496,7 @@ class Pool:
                 conn.interrupt(conn.submitted)
             self._apply(self._state.discard(conn.slot))
         if forced:
-            log.warning("pool %s: close forced %d connections in use", self.name, len(forced))
+            log.warning("pool %s: close forced %s in use", self.name, _connections(len(forced)))
         return forced
 
     async def _join(self, threads: list[threading.Thread], timeout: float) -> None:
@@ -520,7 +539,11 @@ class Pool:
                 _set_done(fut)
 
     def resize(self, min_size: int, max_size: int) -> None:
-        """Change the bounds; extra idle connections close now, extra in-use ones on return."""
+        """Change the bounds; extra idle connections close now, extra in-use ones on return.
+
+        Raises :class:`~poolkit.PoolClosed` on a closed pool."""
+        if self._closed:
+            raise PoolClosed(f"pool {self.name} is closed")
         if self._bridge is _NOT_OPEN:  # nothing runs yet: open() will fill to the new size
             validate_sizes(min_size, max_size)
             self._state.min_size, self._state.max_size = min_size, max_size
@@ -536,10 +559,10 @@ class Pool:
         disconnect was seen meanwhile). Callers arriving during the check wait for a
         checked connection or get a new one, like callers of a busy pool.
         """
-        if self._bridge is _NOT_OPEN:
-            raise PoolClosed(f"pool {self.name} is not open")
         if self._closed:
             raise PoolClosed(f"pool {self.name} is closed")
+        if self._bridge is _NOT_OPEN:
+            raise PoolClosed(f"pool {self.name} is not open yet")
         self._bridge.check_current(self.name)
         taken: list[PooledConn] = []
         for _ in range(self._state.idle):
@@ -584,14 +607,14 @@ class Pool:
         *,
         timeout: float | None = _DEFAULT,
         query_timeout: float | None = _DEFAULT,
-    ) -> list[Any]:
+    ) -> list[Row]:
         """Run one statement on a pooled connection and return all its rows.
 
         The statement runs in a transaction of its own, committed on success (nothing to
         commit in autocommit mode), and execute, fetch and commit take one thread trip.
         ``timeout`` bounds the wait for a connection, ``query_timeout`` the call.
         """
-        rows: list[Any] = await self._query(sql, params, False, timeout, query_timeout)
+        rows: list[Row] = await self._query(sql, params, False, timeout, query_timeout)
         return rows
 
     async def fetchone(
@@ -601,9 +624,10 @@ class Pool:
         *,
         timeout: float | None = _DEFAULT,
         query_timeout: float | None = _DEFAULT,
-    ) -> Any:
+    ) -> Row | None:
         """As :meth:`fetchall`, returning the first row only (None if there is none)."""
-        return await self._query(sql, params, True, timeout, query_timeout)
+        row: Row | None = await self._query(sql, params, True, timeout, query_timeout)
+        return row
 
     async def _query(
         self,
@@ -637,9 +661,11 @@ class Pool:
         self._release(connection._conn)
 
     async def _acquire(self, timeout: float | None) -> PooledConn:
+        if self._closed:
+            raise PoolClosed(f"pool {self.name} is closed")
         if self._bridge is _NOT_OPEN:
             raise PoolClosed(
-                f"pool {self.name} is not open: use 'async with pool:' or 'await pool.open()'"
+                f"pool {self.name} is not open yet: use 'async with pool:' or 'await pool.open()'"
             )
         self._bridge.check_current(self.name)
         if timeout is _DEFAULT:
@@ -687,6 +713,8 @@ class Pool:
             slot, front = None, True  # lost it to a failed check: keep our place in line
 
     async def _wait(self, front: bool) -> Slot:
+        if self._closed:  # say, closed while the connection taken for this caller was checked
+            raise PoolClosed(f"pool {self.name} is closed")
         waiter = _Waiter(self._bridge.future())
         try:
             actions = self._state.wait(waiter, self._clock(), front=front)
@@ -694,6 +722,12 @@ class Pool:
             self._counters.rejected += 1
             raise
         self._apply(actions)
+        if self._config_error is not None and not self._state.connected:
+            # Connecting fails with a configuration error and no connection could come back
+            # to this caller: fail now, not at the timeout. The attempt `wait` may just have
+            # started (after its back-off) still finds out when the mistake is fixed.
+            self._state.cancel_wait(waiter)
+            raise self._masked(self._config_error) from None
         try:
             slot: Slot = await self._bridge.wait(waiter.fut)
             return slot
@@ -719,7 +753,7 @@ class Pool:
             await self._bridge.wait(fut)
         except Exception as exc:  # the ping itself failed (cancellation is a BaseException)
             if conn.forced:  # close(timeout=...) took it meanwhile
-                raise PoolClosed(f"pool {self.name} was closed during the health check") from None
+                raise PoolClosed(self._closed_during_check()) from None
             self._counters.check_failures += 1
             log.info(
                 "pool %s: connection #%d failed its health check (%s); replacing it",
@@ -737,9 +771,12 @@ class Pool:
             self._release(conn, handed_out=False)
             raise
         if conn.forced:
-            raise PoolClosed(f"pool {self.name} was closed during the health check")
+            raise PoolClosed(self._closed_during_check())
         self._state.verified(conn.slot, self._clock())
         return True
+
+    def _closed_during_check(self) -> str:
+        return f"pool {self.name} was closed while a connection was checked for this caller"
 
     def _ping_for(self, conn: PooledConn) -> Callable[[Raw], None]:
         """The pool's ``check`` if given, else the driver profile's ping."""
@@ -886,6 +923,7 @@ class Pool:
             )
         c.consecutive_connect_errors = 0
         self._failure_round = 0
+        self._config_error = None
         self._wake.set()  # attempts sleeping in back-off try again now
         self._wake = threading.Event()
         log.debug("pool %s: connection #%d opened", self.name, conn.id)
@@ -903,40 +941,65 @@ class Pool:
         self._last_connect_exc = error
         if conn.round == self._failure_round:  # the first failure of this round
             self._failure_round += 1
-        if self._fatal_window and error is not None and self._is_config_error(error):
-            self._fatal = error
+        config = error if error is not None and self._is_config_error(error) else None
+        self._config_error = config
+        # A configuration error fails the callers waiting now, unless connections in use
+        # (or being reset) may come back to them: then they wait for those, as usual.
+        failed = [] if config is None or self._state.connected else self._state.take_waiters()
         n = c.consecutive_connect_errors
-        level = logging.WARNING if n & (n - 1) == 0 else logging.DEBUG  # 1, 2, 4, 8, ...
+        level = logging.WARNING if n & (n - 1) == 0 or failed else logging.DEBUG  # 1, 2, 4 ...
+        kind = "" if config is None else " with a configuration error"
+        if failed:
+            kind += f", raised to {len(failed)} waiting caller{'s' if len(failed) > 1 else ''}"
         log.log(
             level,
-            "pool %s: connect attempt failed (%d in a row; retrying with back-off): %s",
+            "pool %s: connect attempt failed%s (%d in a row; retrying with back-off): %s",
             self.name,
+            kind,
             n,
             text,
         )
+        if config is not None:
+            for waiter in failed:
+                waiter.fail(self._masked(config))
         self._emit("connect_failed", conn.id, text)
 
     def _masked(self, exc: BaseException) -> BaseException:
-        """``exc`` itself when it shows no secret, else a copy of its class, secrets masked."""
-        text = str(exc)
-        if self._redact(text) == text:
-            return exc
-        args = tuple(self._redact(a) if isinstance(a, str) else a for a in exc.args)
+        """A fresh copy of a connect error for one caller to raise: the driver's class and
+        attributes, with the pool's secrets masked in its args and string attributes. No
+        chained exception, no traceback, and never an object another caller raises too.
+        A :class:`~poolkit.PoolError` with the masked text when no such copy can be made."""
         try:
-            return type(exc)(*args)
+            fresh = copy.copy(exc)
+            fresh.args = tuple(self._redact(a) if isinstance(a, str) else a for a in exc.args)
+            for key, value in list(getattr(fresh, "__dict__", {}).items()):
+                if isinstance(value, str):
+                    setattr(fresh, key, self._redact(value))
+            shown = (str(fresh), repr(fresh))
         except Exception:
             return PoolError(self._redact.exception(exc))
+        if any(self._redact(text) != text for text in shown):
+            return PoolError(self._redact.exception(exc))
+        return fresh
 
     def _is_config_error(self, error: BaseException) -> bool:
-        """Errors that retrying cannot fix: bad arguments, an invalid DSN, a missing module."""
-        if isinstance(error, (TypeError, ValueError, AttributeError, ImportError)):
-            return True
+        """Whether retrying cannot fix a connect error: the driver profile's
+        ``is_config_error`` (for a ``connect=`` factory that has not connected yet, the
+        profile of the error's own module)."""
         driver = self._driver
-        if driver is None:  # connect= factory, nothing connected yet: the error's own module
+        if driver is None:
             driver = sys.modules.get(type(error).__module__.split(".")[0])
-        names = ("ProgrammingError", "NotSupportedError")
-        kinds = tuple(k for k in (getattr(driver, n, None) for n in names) if isinstance(k, type))
-        return bool(kinds) and isinstance(error, kinds)
+        profile = self._profile if self._profile is not None else profile_for(driver)
+        try:
+            return bool(profile.is_config_error(error, driver))
+        except Exception as exc:
+            log.warning(
+                "pool %s: is_config_error of profile %s failed (%s); retrying as usual",
+                self.name,
+                profile.name,
+                self._redact.exception(exc),
+            )
+            return False
 
     def _on_reset(
         self, conn: PooledConn, outcome: Outcome | None, exc: BaseException | None
@@ -1121,6 +1184,62 @@ def _check_driver(driver: Any, *, needs_connect: bool = True) -> None:
         )
 
 
+def _connections(n: int) -> str:
+    return f"{n} connection" if n == 1 else f"{n} connections"
+
+
+def _unexpected_keywords(names: list[str], driver: Any, connect: object) -> str:
+    """Why ``Pool()`` refuses keywords it has no option for, and where each one goes: a pool
+    option it is a typo of (unless the driver's connect() names it), else ``connect_kwargs``."""
+    options = [
+        p.name
+        for p in inspect.signature(Pool).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    ]
+    try:  # the driver's connect() keywords, where it declares them (PyMySQL; not psycopg2)
+        params = inspect.signature(driver.connect).parameters.values()
+        known: set[str] | None = {p.name for p in params if p.kind is not p.VAR_KEYWORD}
+        if any(p.kind is p.VAR_KEYWORD for p in params):
+            known = None
+    except (TypeError, ValueError, AttributeError):
+        known = None
+    typos: list[str] = []
+    for_driver: list[str] = []
+    for name in names:
+        close = [] if known and name in known else difflib.get_close_matches(name, options, 1)
+        if close:
+            typos.append(close[0] if len(names) == 1 else f"{close[0]} (not {name})")
+        if not close or known is None:  # maybe meant for the driver too
+            for_driver.append(name)
+    listed = ", ".join(names)
+    head = (
+        f"Pool() got an unexpected keyword argument {listed}"
+        if len(names) == 1
+        else f"Pool() got unexpected keyword arguments {listed}"
+    )
+    text = f"did you mean {', '.join(typos)}?" if typos else ""
+    if for_driver:
+        shown = ", ".join(f"{name!r}: ..." for name in for_driver)
+        where = (
+            "belong in the connect= factory"
+            if connect is not None
+            else f"go in connect_kwargs={{{shown}}}"
+        )
+        text = f"{text} Keywords" if text else "keywords"
+        text += f" for the driver's connect() {where}"
+    return f"{head}: {text}"
+
+
+def _url_arguments(
+    profile: DriverProfile, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A URL as the one connect argument, read by the profile (explicit keywords win)."""
+    if profile.parse_url is None or len(args) != 1 or not is_url(args[0]):
+        return args, kwargs
+    url_args, url_kwargs = profile.parse_url(args[0])
+    return url_args, {**url_kwargs, **kwargs}
+
+
 def _maintenance_interval(*limits: float | None) -> float | None:
     """How often the background sweep runs: a quarter of the shortest limit it enforces
     (``max_idle``, ``max_lifetime``, ``leak_timeout``), within [0.01, 30] s; None if none."""
@@ -1148,9 +1267,9 @@ def _abandon_pool(
     stop.set()
     if threads:
         log.warning(
-            "pool %s was garbage-collected without close(); closing %d connections",
+            "pool %s was garbage-collected without close(); closing %s",
             name,
-            len(threads),
+            _connections(len(threads)),
         )
     for worker, link in list(threads.values()):
         worker.close_later((link.run, (Link.close, ()), None, None))

@@ -4,7 +4,9 @@ A profile answers, for one driver: how to ping cheaply, whether an exception mea
 connection is gone, how to cancel a running statement from another thread, whether a
 transaction is open (without a round trip, where the driver knows), and how to read and set
 autocommit. Every function runs on the connection's worker thread, except ``cancel``,
-which by its nature runs on a helper thread while the worker is blocked in the driver.
+which by its nature runs on a helper thread while the worker is blocked in the driver, and
+``is_config_error`` (whether a failed connect is a configuration mistake, see
+:mod:`poolkit._config_errors`), which the pool asks on the event loop.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from . import _config_errors
+from ._dsn import ConnectArgs, mysql_arguments, postgres_arguments
 
 __all__ = ["DriverProfile", "profile_for"]
 
@@ -97,6 +102,17 @@ class DriverProfile:
     #: a connection must stay on the thread that made it (sqlite3's ``check_same_thread``):
     #: ``Pool(threads="auto")`` then gives each connection a thread of its own
     thread_bound: bool = False
+    #: (URL) -> (args, kwargs) for ``connect()``, when a pool's one connect argument is a URL
+    #: (``scheme://...``): PyMySQL's reads a ``mysql://`` URL into keywords (``connect_kwargs``
+    #: given too win); raises ValueError for a URL of another kind. None: passed as given.
+    parse_url: Callable[[str], ConnectArgs] | None = None
+    #: (exception from connect or ``configure``, driver module or None) -> a configuration
+    #: mistake no retry can fix (bad password, unknown database, a DSN the driver rejects):
+    #: the pool fails its callers at once instead of retrying until the acquire timeout.
+    #: Every shipped profile's builds on the generic rule: TypeError, ValueError,
+    #: AttributeError, ImportError and the driver's ProgrammingError / NotSupportedError
+    #: (MySQL's "too many connections" numbers excepted, whatever their class).
+    is_config_error: Callable[[BaseException, Any], bool] = _config_errors.generic
 
 
 # ----- psycopg2 --------------------------------------------------------------------------
@@ -180,6 +196,8 @@ PSYCOPG2 = DriverProfile(
     is_disconnect=_pg_disconnect,
     cancel=_psycopg2_cancel,
     in_transaction=_pg_in_tx,
+    parse_url=functools.partial(postgres_arguments, "psycopg2"),
+    is_config_error=_config_errors.libpq,
 )
 
 
@@ -239,6 +257,8 @@ PYMYSQL = DriverProfile(
     get_autocommit=_mysql_get_autocommit,
     set_autocommit=_mysql_set_autocommit,
     tx_status_after_error=False,  # server_status is updated from OK/EOF packets only
+    parse_url=functools.partial(mysql_arguments, "pymysql"),
+    is_config_error=_config_errors.mysql,
 )
 
 MYSQLDB = DriverProfile(
@@ -248,6 +268,8 @@ MYSQLDB = DriverProfile(
     cancel=_mysql_cancel,
     get_autocommit=_mysql_get_autocommit,
     set_autocommit=_mysql_set_autocommit,
+    parse_url=functools.partial(mysql_arguments, "MySQLdb"),
+    is_config_error=_config_errors.mysql,
 )
 
 
@@ -289,6 +311,7 @@ SQLITE3 = DriverProfile(
     set_autocommit=_sqlite_set_autocommit,
     explicit_begin=True,
     thread_bound=True,
+    is_config_error=_config_errors.sqlite,
 )
 
 
@@ -402,6 +425,7 @@ PYODBC = DriverProfile(
     cancel=_odbc_cancel,
     in_transaction=_odbc_in_tx,
     check_alive=_odbc_check_alive,
+    is_config_error=_config_errors.odbc,
 )
 
 
@@ -441,7 +465,11 @@ ORACLEDB = DriverProfile(
     is_disconnect=_ora_disconnect,
     cancel=_pg_cancel,  # Connection.cancel() is the documented cross-thread break
     in_transaction=_ora_in_tx,
+    is_config_error=_config_errors.oracle,
 )
+
+#: psycopg 3 as a plain PEP 249 driver: the generic profile, plus libpq's configuration errors.
+PSYCOPG = DriverProfile(name="psycopg", is_config_error=_config_errors.libpq)
 
 GENERIC = DriverProfile(name="generic")
 
@@ -458,6 +486,7 @@ FAKE = DriverProfile(name="fake", cancel=_pg_cancel, in_transaction=_fake_in_tx)
 
 _BY_MODULE = {
     "psycopg2": PSYCOPG2,
+    "psycopg": PSYCOPG,
     "pymysql": PYMYSQL,
     "MySQLdb": MYSQLDB,
     "sqlite3": SQLITE3,

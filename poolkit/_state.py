@@ -59,7 +59,7 @@ class Waiter(Protocol):
         """Hand ``slot`` over; return False if the caller already gave up."""
 
     def fail(self, exc: BaseException) -> None:
-        """Wake the caller with ``exc`` (the pool was closed)."""
+        """Wake the caller with ``exc`` (the pool was closed, or connecting failed for good)."""
 
 
 @dataclass
@@ -134,6 +134,12 @@ class PoolState:
     def live(self) -> int:
         """Connections that exist or are being made, excluding those being closed."""
         return self.opening + len(self._idle) + self.in_use + self.resetting
+
+    @property
+    def connected(self) -> int:
+        """Connections that exist and can serve a caller now or on return: idle, in use or
+        being reset (not those opening or closing)."""
+        return len(self._idle) + self.in_use + self.resetting
 
     @property
     def size(self) -> int:
@@ -358,14 +364,20 @@ class PoolState:
         self._grow(actions)
         return actions
 
-    def close(self) -> tuple[list[Waiter], Actions]:
-        """Refuse new work; returns the waiters to fail and the idle connections to close."""
-        self.closed = True
+    def take_waiters(self) -> list[Waiter]:
+        """Empty the queue; returns the callers that were waiting, for the caller to fail
+        (the pool closed, or connecting failed in a way no retry can fix)."""
         waiters = [w for w in self._waiters if w.active]
         for w in waiters:
             w.active = False
         self._waiters.clear()
         self.waiting = 0
+        return waiters
+
+    def close(self) -> tuple[list[Waiter], Actions]:
+        """Refuse new work; returns the waiters to fail and the idle connections to close."""
+        self.closed = True
+        waiters = self.take_waiters()
         actions = Actions()
         while self._idle:
             self._begin_close(self._idle.pop(), actions)

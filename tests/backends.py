@@ -17,15 +17,17 @@ from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 import pytest
 
 import poolkit
+from poolkit._dsn import mysql_keywords
 from poolkit._optional import unavailable
+from poolkit.conformance._defaults import DEFAULT_DSNS
 
-DEFAULT_POSTGRES_DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=3"
-DEFAULT_MYSQL_DSN = "mysql://root@127.0.0.1:3306/test"
+# The documented defaults, shared with the conformance suite, soak_db and the benchmarks.
+DEFAULT_POSTGRES_DSN = DEFAULT_DSNS["postgres"]
+DEFAULT_MYSQL_DSN = DEFAULT_DSNS["mysql"]
 
 
 @dataclass
@@ -101,18 +103,13 @@ def _postgres() -> Backend:
 
 
 def mysql_kwargs(dsn: str) -> dict[str, Any]:
-    parts = urlsplit(dsn)
-    if parts.scheme not in {"mysql", "mariadb", "mysql+pymysql"}:
-        raise ValueError("POOLKIT_MYSQL_DSN must look like mysql://user:password@host:port/db")
-    kwargs: dict[str, Any] = {
-        "host": parts.hostname or "127.0.0.1",
-        "port": parts.port or 3306,
-        "user": unquote(parts.username or "root"),
-        "password": unquote(parts.password or ""),
-        "database": parts.path.lstrip("/") or "test",
-        "connect_timeout": 3,
-    }
-    return kwargs
+    """PyMySQL's connect() keywords for a mysql:// DSN, read as ``Pool(pymysql, dsn)`` reads it."""
+    try:
+        given = mysql_keywords(dsn, "pymysql")
+    except ValueError as exc:
+        raise ValueError(f"POOLKIT_MYSQL_DSN: {exc}") from None
+    defaults = {"host": "127.0.0.1", "port": 3306, "user": "root", "password": ""}
+    return {**defaults, "database": "test", "connect_timeout": 3, **given}
 
 
 def _mysql() -> Backend:
@@ -160,6 +157,20 @@ def fake_backend() -> Backend:
         session_id_sql="SELECT connection_id()",
         kill_sql=lambda pid: f"SELECT kill_connection({int(pid)})",
     )
+
+
+#: The default addresses moved to a port where nothing listens (port 1 refuses at once).
+NOTHING_AT_THE_DEFAULTS = {
+    "postgres": "host=127.0.0.1 port=1 dbname=test user=postgres connect_timeout=5",
+    "mysql": "mysql://root@127.0.0.1:1/test",
+}
+
+
+def no_default_servers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Conformance runs in this process find no server at the default addresses (the local
+    servers stay out of runs that test what happens without one)."""
+    for backend, dsn in NOTHING_AT_THE_DEFAULTS.items():
+        monkeypatch.setitem(DEFAULT_DSNS, backend, dsn)
 
 
 def need(name: str) -> Any:

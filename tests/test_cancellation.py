@@ -280,7 +280,9 @@ async def test_interrupted_connection_is_not_reused_before_its_thread_is_done(
             async with pool.connection(timeout=10) as conn:
                 got_it_after_thread_done = finished.is_set()
                 cur = await conn.execute(f"SELECT count(*) FROM {table}")
-                (count,) = await cur.fetchone()
+                row = await cur.fetchone()
+                assert row is not None
+                (count,) = row
                 seen.append((got_it_after_thread_done, conn.id, count))
 
         try:

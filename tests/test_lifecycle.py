@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -16,6 +17,7 @@ import pymysql
 import pytest
 
 import poolkit
+from poolkit.fakes import FakeDriver, Plan, Refuse
 
 pytestmark = pytest.mark.anyio
 
@@ -137,3 +139,70 @@ async def test_acquire_timeout_of_the_wrong_type_is_refused() -> None:
     async with poolkit.Pool(sqlite3, ":memory:") as pool:
         with pytest.raises(TypeError, match="timeout"):
             await pool.acquire(timeout="1")  # type: ignore[arg-type]
+
+
+# ----- a closed pool says so, in one wording -----------------------------------------------
+
+
+async def test_resize_on_a_closed_pool_raises_pool_closed() -> None:
+    pool = poolkit.Pool(sqlite3, ":memory:", name="orders")
+    async with pool:
+        pool.resize(1, 3)
+    with pytest.raises(poolkit.PoolClosed, match=r"^pool orders is closed$"):
+        pool.resize(1, 5)
+    assert (pool.min_size, pool.max_size) == (1, 3)  # unchanged
+    never = poolkit.Pool(sqlite3, ":memory:", name="never")
+    await never.close()
+    with pytest.raises(poolkit.PoolClosed, match=r"^pool never is closed$"):
+        never.resize(1, 5)
+
+
+async def test_pool_closed_says_which_pool_and_why() -> None:
+    pool = poolkit.Pool(sqlite3, ":memory:", name="orders")
+    not_yet = "pool orders is not open yet: use 'async with pool:' or 'await pool.open()'"
+    with pytest.raises(poolkit.PoolClosed) as info:
+        await pool.acquire()
+    assert str(info.value) == not_yet
+    with pytest.raises(poolkit.PoolClosed) as info:
+        await pool.check()
+    assert str(info.value) == "pool orders is not open yet"
+    async with pool:
+        pass
+    attempts: list[Callable[[], Awaitable[object]]] = [
+        pool.acquire,
+        pool.check,
+        lambda: pool.fetchone("SELECT 1"),
+    ]
+    for attempt in attempts:
+        with pytest.raises(poolkit.PoolClosed) as info:
+            await attempt()
+        assert str(info.value) == "pool orders is closed"
+    with pytest.raises(poolkit.PoolClosed) as info:
+        await pool.open()
+    assert str(info.value) == "pool orders is closed and cannot be reopened"
+    never = poolkit.Pool(sqlite3, ":memory:", name="never")
+    await never.close()  # closed before it was opened: closed, not "not open yet"
+    with pytest.raises(poolkit.PoolClosed) as info:
+        await never.acquire()
+    assert str(info.value) == "pool never is closed"
+
+
+async def test_one_connection_is_counted_in_the_singular(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="poolkit")
+    down = FakeDriver(Plan(Refuse()))
+    try:
+        pool = poolkit.Pool(down, min_size=1, name="down")
+        with pytest.raises(poolkit.PoolTimeout) as info:
+            await pool.open(timeout=0.2)
+        assert str(info.value).startswith("pool down: could not open 1 connection in 0.2 s;")
+    finally:
+        down.close()
+    pool = poolkit.Pool(sqlite3, ":memory:", max_size=1, name="held")
+    await pool.open()
+    await pool.acquire()  # never returned: close() forces it
+    assert await pool.close(timeout=0) == 1
+    messages = [r.getMessage() for r in caplog.records]
+    assert "pool held: close forced 1 connection in use" in messages
+    assert "pool held: closed (1 connection forced)" in messages

@@ -44,16 +44,16 @@ def test_a_known_driver_that_is_not_installed_names_the_extra(
 
 def test_installed_but_its_system_library_is_missing(site: Path) -> None:
     """What pyodbc does without unixODBC: an ImportError that is not ModuleNotFoundError."""
-    (site / "pyodbc.py").write_text(
+    (site / "odbc_like.py").write_text(
         "raise ImportError('libodbc.so.2: cannot open shared object file: "
         "No such file or directory')\n"
     )
-    why = unavailable("pyodbc")
+    why = unavailable("odbc_like")
     assert why is not None
-    assert why.startswith("pyodbc is installed but cannot load the system library libodbc.so.2")
+    assert why.startswith("odbc_like is installed but cannot load libodbc.so.2: install unixODBC")
     assert "apt-get install unixodbc" in why
     with pytest.raises(MissingDependency, match="install unixODBC") as caught:
-        require("pyodbc", "the pyodbc cases")
+        require("odbc_like", "the pyodbc cases")
     assert isinstance(caught.value, ImportError)  # callers catching ImportError still work
     assert str(caught.value).endswith("(the pyodbc cases)")
 
@@ -69,7 +69,7 @@ def test_a_library_on_macos_and_an_unknown_library(site: Path) -> None:
     assert "libodbc.2.dylib" in (unavailable("drv_mac") or "")
     assert "brew install unixodbc" in (unavailable("drv_mac") or "")
     other = unavailable("drv_other") or ""
-    assert "cannot load the system library libfoo.so.7" in other
+    assert "cannot load libfoo.so.7" in other
     assert "install the library it links against" in other
 
 

@@ -202,7 +202,9 @@ async def test_pymysql_failed_statement_is_rolled_back_on_return(mysql: Backend)
         async with mysql.pool(min_size=1, max_size=1, check_idle_after=None) as pool:
             async with pool.connection() as conn:
                 cur = await conn.execute("SELECT CONNECTION_ID()")
-                (session,) = await cur.fetchone()
+                row = await cur.fetchone()
+                assert row is not None
+                (session,) = row
             async with pool.connection() as conn:
                 with pytest.raises(mysql.driver.IntegrityError):
                     await conn.execute(f"INSERT INTO {table} VALUES (1)")  # duplicate key

@@ -106,7 +106,9 @@ async def test_psqlodbc_commit_on_a_silently_lost_connection_raises(tmp_path: Pa
         async with Pool(target.module, *target.args, min_size=1, max_size=1) as pool:
             async with pool.connection() as conn:
                 cur = await conn.execute("SELECT pg_backend_pid()")
-                (pid,) = await cur.fetchone()
+                row = await cur.fetchone()
+                assert row is not None
+                (pid,) = row
                 insert = await conn.execute("INSERT INTO pk_lost_commit VALUES (?)", (1,))
                 target.run(f"SELECT pg_terminate_backend({int(pid)})")
                 await insert.close()  # psqlODBC notices the loss here, and says nothing
@@ -116,6 +118,7 @@ async def test_psqlodbc_commit_on_a_silently_lost_connection_raises(tmp_path: Pa
             assert pool.stats().disconnects >= 1
             async with pool.connection() as conn:  # a new session, not the dead one
                 cur = await conn.execute("SELECT count(*) FROM pk_lost_commit")
-                assert tuple(await cur.fetchone()) == (0,)
+                row = await cur.fetchone()
+                assert row is not None and tuple(row) == (0,)
     finally:
         target.run("DROP TABLE pk_lost_commit")

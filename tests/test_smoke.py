@@ -15,4 +15,4 @@ async def test_roundtrip(backend: Backend, table: str) -> None:
         async with pool.connection() as conn:
             cur = await conn.execute(f"SELECT id, name FROM {table}")
             assert await cur.fetchall() == [(1, "a")]
-            assert cur.description[0][0] == "id"
+            assert cur.description is not None and cur.description[0][0] == "id"

@@ -877,6 +877,35 @@ def test_close_closes_idle_and_later_returns() -> None:
     assert state.close() == ([], Actions())
 
 
+def test_take_waiters_empties_the_queue_and_the_pool_stays_open() -> None:
+    """What the pool does on a configuration error: the callers go, the pool goes on."""
+    state = new_state(min_size=0, max_size=2)
+    waiters = [FakeWaiter(f"w{i}") for i in range(3)]
+    attempts = [slot for w in waiters for slot in state.wait(w, 0.0).open]
+    state.cancel_wait(waiters[1])
+    assert state.take_waiters() == [waiters[0], waiters[2]]
+    assert not any(w.active for w in waiters)
+    assert state.waiting == 0 and not state.closed
+    assert state.take_waiters() == []
+    # the attempts started for them go on; one that succeeds is kept for later callers
+    assert len(attempts) == state.opening == 2
+    assert not state.opened(attempts[0], 1.0) and state.idle == 1
+    assert all(w.offers == [] for w in waiters)
+
+
+def test_connected_counts_what_can_serve_a_caller() -> None:
+    state = new_state(min_size=0, max_size=5)
+    busy, resetting, idler, closing = take(state), take(state), take(state), take(state)
+    state.checkin(idler, 1.0, keep=True, reset=False)
+    state.checkin(resetting, 1.0, keep=True, reset=True)
+    state.discard(closing)
+    (pending,) = state.resize(4, 5).open
+    assert (state.connected, state.opening, state.closing) == (3, 1, 1)
+    state.discard(busy)
+    state.open_failed(pending)
+    assert state.connected == 2
+
+
 def test_invalidate_marks_connections_created_at_or_before_now() -> None:
     state = new_state(min_size=0, max_size=4)
     a, b = take(state, now=1.0), take(state, now=5.0)

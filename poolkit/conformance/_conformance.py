@@ -15,7 +15,11 @@ Options (each with an environment twin):
   (default: poolkit and psycopg_pool).
 - ``--pool-require LIST`` (``POOLKIT_REQUIRE``): a listed backend that cannot be reached, or a
   case of it that cannot run, fails instead of skipping.
-- ``--pool-report PATH`` (``POOLKIT_REPORT``): write the matrix as Markdown and JSON.
+- ``--pool-report PATH`` (``POOLKIT_REPORT``): where the check x case matrix is written, as
+  Markdown and JSON (default ``poolkit-report``: ``poolkit-report.md`` and ``.json`` in the
+  current directory; an empty PATH writes none).
+- ``--pool-matrix`` (``POOLKIT_MATRIX=1``): print the matrix on the terminal too (it is
+  printed anyway when a check failed).
 - ``--pool-no-containers`` (``POOLKIT_NO_CONTAINERS=1``): never start containers, even when
   Docker answers.
 """
@@ -32,13 +36,15 @@ from typing import Any
 
 import pytest
 
-from ._report import Report, Result
+from ._defaults import env_dsn
+from ._report import NotRun, Report, Result
 from ._targets import BACKENDS, DRIVERS, Target, TargetError, build_target
 
 __all__ = ["Case", "Conformance", "add_options", "configure"]
 
 SUITE = Path(__file__).parent / "suite"
 STATE = pytest.StashKey["Conformance"]()
+DEFAULT_REPORT = "poolkit-report"
 
 
 def _env_list(name: str) -> list[str]:
@@ -96,8 +102,16 @@ def add_options(parser: pytest.Parser) -> None:
     group.addoption(
         "--pool-report",
         metavar="PATH",
-        default=os.environ.get("POOLKIT_REPORT") or None,
-        help="write the matrix as Markdown (PATH) and JSON beside it (env POOLKIT_REPORT)",
+        default=os.environ.get("POOLKIT_REPORT", DEFAULT_REPORT),
+        help="write the check x case matrix as Markdown (PATH.md) and JSON (PATH.json); "
+        f"default {DEFAULT_REPORT}, empty: none (env POOLKIT_REPORT)",
+    )
+    group.addoption(
+        "--pool-matrix",
+        action="store_true",
+        default=os.environ.get("POOLKIT_MATRIX", "") not in ("", "0"),
+        help="print the check x case matrix on the terminal too; it is printed anyway when a "
+        "check failed (env POOLKIT_MATRIX=1)",
     )
     group.addoption(
         "--pool-no-containers",
@@ -157,6 +171,7 @@ class Conformance:
     required: set[str]
     report_path: str | None
     resolver: Any
+    show_matrix: bool = False
     report: Report = field(default_factory=Report)
     tmp: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="poolkit-conformance-"))
     _targets: dict[tuple[str, str], Target | str] = field(default_factory=dict)
@@ -171,6 +186,22 @@ class Conformance:
                     if adapter.supports(backend, driver) is None:
                         out.append(Case(backend, driver, adapter))
         return out
+
+    def runnable(self, case: Case) -> bool:
+        """Whether the case's target can be had, or its backend is required (and then fails).
+
+        Cases that cannot run are left out of the run (not skipped one check at a time) and
+        listed once, with what would enable them, under the summary and in the report.
+        """
+        target = self.target(case.backend, case.driver)
+        if isinstance(target, Target) or case.backend in self.required:
+            return True
+        key = (case.backend, case.driver)
+        pools = tuple(c.adapter.name for c in self.cases() if (c.backend, c.driver) == key)
+        item = NotRun(case.backend, case.driver, pools, target)
+        if item not in self.report.not_run:
+            self.report.add_not_run(item)
+        return False
 
     def target(self, backend: str, driver: str) -> Target | str:
         """The target, or why it cannot be had (built once per run)."""
@@ -188,7 +219,13 @@ class Conformance:
                     self._targets[key] = f"{backend} via {driver}: {exc}"
                 except Exception as exc:
                     why = f"{type(exc).__name__}: {exc}".strip()
-                    self._targets[key] = f"{backend} via {driver} is unreachable ({why})"
+                    hint = ""
+                    if resolved.source == "default":
+                        hint = (
+                            f"; that is the default address: set {env_dsn(backend)} or pass "
+                            f"--pool-dsn {backend}=DSN"
+                        )
+                    self._targets[key] = f"{backend} via {driver} is unreachable ({why}){hint}"
         return self._targets[key]
 
 
@@ -242,9 +279,10 @@ def configure(config: pytest.Config) -> None:
         dsns[name] = dsn
     specs = _split(config.getoption("pool_under_test")) or _env_list("POOLKIT_POOL_UNDER_TEST")
     adapters = [load_adapter(s) for s in specs] if specs else list(DEFAULT_ADAPTERS)
-    report_path = config.getoption("pool_report")
+    report_path = config.getoption("pool_report") or None
     if report_path:
         _check_writable(report_path)
+    _quiet_skips(config)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def say(text: str) -> None:
@@ -259,6 +297,7 @@ def configure(config: pytest.Config) -> None:
         adapters=adapters,
         required=required,
         report_path=report_path,
+        show_matrix=bool(config.getoption("pool_matrix")),
         resolver=Resolver(
             dsns=dsns, say=say, use_containers=not config.getoption("pool_no_containers")
         ),
@@ -275,6 +314,24 @@ def configure(config: pytest.Config) -> None:
     # may import the checks: ``from poolkit.conformance.suite.test_pep249 import *``).
     if config.args_source != pytest.Config.ArgsSource.ARGS:
         config.args[:] = [str(SUITE)]
+
+
+def _quiet_skips(config: pytest.Config) -> None:
+    """No SKIPPED/XFAIL line per check in the short summary (``-ra`` in a project's addopts):
+    the suite's own summary says which cases ran, which checks are not supported and why
+    cases were skipped. An ``-r`` given on the command line is kept as given."""
+    given = config.invocation_params.args
+    if any(str(a).startswith(("-r", "--report-chars")) for a in given):
+        return
+    chars = str(config.option.reportchars or "")
+    chars = chars.replace("A", "PpfEX").replace("a", "fEX")
+    chars = "".join(dict.fromkeys(c for c in chars if c not in "sxN"))
+    config.option.reportchars = chars or "N"
+    if "w" not in chars and not getattr(config.option, "disable_warnings", False):
+        chars += "w"  # as pytest does: the warnings summary stays
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:  # it read the option already
+        reporter.reportchars = chars
 
 
 def _check_writable(path: str) -> None:
@@ -327,21 +384,36 @@ class _ConformancePlugin:
         )
         return rep
 
+    def pytest_collection_modifyitems(self, config: pytest.Config, items: list[Any]) -> None:
+        """Leave out the cases whose backend or driver cannot be had here (listed in the
+        summary with what would enable them), unless their backend is required."""
+        keep = []
+        for item in items:
+            spec = getattr(item, "callspec", None)
+            case = spec.params.get("pool_case") if spec is not None else None
+            if not isinstance(case, Case) or self.state.runnable(case):
+                keep.append(item)
+        items[:] = keep
+
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         report = self.state.report
+        width = min(100, int(terminalreporter._tw.fullwidth or 100))
+        if report.failed or self.state.show_matrix:
+            terminalreporter.write_sep("=", "poolkit conformance matrix")
+            terminalreporter.write(report.table(width))
+        if report.failed:
+            terminalreporter.write_sep("=", "poolkit conformance failures")
+            terminalreporter.write(report.failures(width))
+        terminalreporter.write_sep("=", "poolkit conformance")
         if not report.results:
             terminalreporter.write_line("poolkit conformance: no case ran")
-            return
-        terminalreporter.write_sep("=", "poolkit conformance matrix")
-        terminalreporter.write(report.table())
-        for key, target in self.state._targets.items():
-            if isinstance(target, str):  # why a case could not run, once per case
-                terminalreporter.write_line(f"{key[0]} via {key[1]} could not run: {target}")
-        if self.state.report_path:
+        terminalreporter.write(report.summary(width))
+        if self.state.report_path and (report.results or report.not_run):
             paths = report.write(self.state.report_path)
-            terminalreporter.write_line(
-                "poolkit conformance report: " + ", ".join(str(p) for p in paths)
-            )
+            where = ", ".join(str(p) for p in paths)
+            more = "" if report.failed or self.state.show_matrix else " (--pool-matrix prints it)"
+            terminalreporter.write_line(f"poolkit conformance report: {where}")
+            terminalreporter.write_line(f"  the full check x case matrix is there{more}")
 
     def pytest_unconfigure(self, config: pytest.Config) -> None:
         self.state.resolver.close()

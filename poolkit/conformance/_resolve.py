@@ -1,12 +1,14 @@
-"""Finding each backend: an explicit DSN, else a testcontainers container, else a reason.
+"""Finding each backend: an explicit DSN, else the default address, else a container, else why not.
 
 Order, per backend: ``--pool-dsn NAME=DSN`` or ``POOLKIT_<NAME>_DSN`` (``-`` read as ``_``:
-``POOLKIT_POSTGRES_PGBOUNCER_DSN``); then, when a Docker engine answers, a container started
-once per test run and reused by every check; otherwise the backend is unavailable, with a
-reason that says how to supply a DSN. SQLite needs neither: it is embedded. ``postgres-pgbouncer``
-needs no container of its own: when the ``pgbouncer`` binary is installed and ``postgres``
-resolves, a PgBouncer (:mod:`poolkit.conformance.pgbouncer`) is started in front of it for the
-run. Start-ups are reported on the terminal as they happen; :meth:`Resolver.close` stops all.
+``POOLKIT_POSTGRES_PGBOUNCER_DSN``); then the documented default address (:data:`DEFAULT_DSNS`,
+the same the test suite uses), when something answers there within half a second; then, when a
+Docker engine answers, a container started once per test run and reused by every check;
+otherwise the backend is unavailable, with a reason that says what to set. SQLite needs neither:
+it is embedded. ``postgres-pgbouncer`` needs no container of its own: when the ``pgbouncer``
+binary is installed and ``postgres`` resolves, a PgBouncer
+(:mod:`poolkit.conformance.pgbouncer`) is started in front of it for the run. Start-ups are
+reported on the terminal as they happen; :meth:`Resolver.close` stops all.
 """
 
 from __future__ import annotations
@@ -19,16 +21,26 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._redact import Redactor
+from ._defaults import DEFAULT_DSNS, answers, default_dsn, env_dsn
+from ._targets import address
 
-__all__ = ["Resolved", "Resolver", "docker_reachable", "env_dsn"]
+__all__ = [
+    "DEFAULT_DSNS",
+    "Resolved",
+    "Resolver",
+    "answers",
+    "default_dsn",
+    "docker_reachable",
+    "env_dsn",
+]
 
-ENV_DSN = "POOLKIT_{}_DSN"
 PGBOUNCER = "postgres-pgbouncer"
 
 
-def env_dsn(backend: str) -> str:
-    """The environment variable holding a backend's DSN: ``POOLKIT_POSTGRES_PGBOUNCER_DSN``."""
-    return ENV_DSN.format(backend.upper().replace("-", "_"))
+def _default_address(backend: str) -> tuple[str, int]:
+    found = address(backend, DEFAULT_DSNS[backend])
+    assert found is not None, "every default DSN is a TCP address"
+    return found
 
 
 #: image and how to read a DSN from the started container, per backend
@@ -45,7 +57,8 @@ class Resolved:
 
     backend: str
     dsn: str | None = field(repr=False)  # never printed: it may hold a password
-    #: "embedded", "dsn", "container", "started" (a PgBouncer of this run) or "unavailable"
+    #: "embedded", "dsn", "default" (the default address answered), "container", "started"
+    #: (a PgBouncer of this run) or "unavailable"
     source: str
     why: str = ""
 
@@ -117,13 +130,19 @@ class Resolver:
         how = f"set {env} or pass --pool-dsn {backend}=DSN"
         if backend == PGBOUNCER:
             return self._start_pgbouncer(how)
+        missing = f"no DSN for {backend} ({how})"
+        if backend in DEFAULT_DSNS:
+            host, port = _default_address(backend)
+            if answers(host, port):
+                return Resolved(backend, DEFAULT_DSNS[backend], "default")
+            missing += f", nothing answers at the default {host}:{port}"
         if not self.use_containers:
-            return Resolved(backend, None, "unavailable", f"no DSN for {backend} ({how})")
+            return Resolved(backend, None, "unavailable", missing)
         if self._docker is None:
             self._docker = docker_reachable()
         ok, why = self._docker
         if not ok:
-            return Resolved(backend, None, "unavailable", f"no DSN for {backend} ({how}) and {why}")
+            return Resolved(backend, None, "unavailable", f"{missing} and {why}")
         return self._start(backend, how)
 
     def _start(self, backend: str, how: str) -> Resolved:

@@ -27,8 +27,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
+from .._dsn import mysql_keywords, scheme_of, split_url
 from .._optional import unavailable
 from .._redact import Redactor
 
@@ -52,7 +53,7 @@ class Masked(tuple):  # type: ignore[type-arg]
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return f"<{len(self)} connect argument(s), masked>"
+        return f"<{len(self)} connect argument{'' if len(self) == 1 else 's'}, masked>"
 
 
 class MaskedDict(dict):  # type: ignore[type-arg]
@@ -304,7 +305,7 @@ class Target:
         """The server's TCP host and port, or None (embedded, or a socket path)."""
         if self.dsn is None:
             return None
-        return _address(self.backend, self.dsn)
+        return address(self.backend, self.dsn)
 
     def rehosted(self, host: str, port: int) -> Target:
         """The same database and driver, reached at ``host:port`` (say, through a proxy)."""
@@ -386,15 +387,19 @@ class Target:
 
 
 def _url(dsn: str, schemes: tuple[str, ...], what: str) -> dict[str, Any]:
-    parts = urlsplit(dsn)
-    if parts.scheme not in schemes:
+    """A URL DSN's parts, read by poolkit's one URL parser (as ``Pool`` reads one)."""
+    if scheme_of(dsn) not in schemes:
         raise TargetError(f"{what} DSN must look like {schemes[0]}://user:password@host:port/db")
+    try:
+        url = split_url(dsn)
+    except ValueError as exc:
+        raise TargetError(f"cannot read the {what} DSN: {exc}") from None
     return {
-        "host": parts.hostname or "127.0.0.1",
-        "port": parts.port,
-        "user": unquote(parts.username or ""),
-        "password": unquote(parts.password or ""),
-        "database": parts.path.lstrip("/"),
+        "host": url.host or "127.0.0.1",
+        "port": url.port,
+        "user": url.user or "",
+        "password": url.password or "",
+        "database": url.database or "",
     }
 
 
@@ -480,7 +485,8 @@ def build_target(backend: str, driver: str, dsn: str | None, source: str, tmp: s
     return dataclasses.replace(target, dsn=dsn)
 
 
-def _address(backend: str, dsn: str) -> tuple[str, int] | None:
+def address(backend: str, dsn: str) -> tuple[str, int] | None:
+    """The TCP host and port a backend's DSN names, or None (a socket path, ODBC string)."""
     if backend.startswith("postgres"):
         parts = _pg_parts(dsn)
         host = str(parts.get("host") or "")
@@ -630,13 +636,18 @@ def _mysql(driver: str, dsn: str, source: str) -> Target:
     count = "SELECT count(*) FROM information_schema.PROCESSLIST WHERE DB = '{tag}'"
     if driver == "pymysql":
         module = _import("pymysql")
+        try:  # the keywords Pool(pymysql, dsn) would read, query parameters included
+            given = mysql_keywords(dsn, "pymysql")
+        except ValueError as exc:
+            raise TargetError(f"cannot read the MySQL DSN: {exc}") from None
         kwargs = {
-            "host": url["host"],
-            "port": url["port"] or 3306,
-            "user": url["user"] or "root",
-            "password": url["password"],
-            "database": url["database"] or "test",
+            "host": "127.0.0.1",
+            "port": 3306,
+            "user": "root",
+            "password": "",
+            "database": "test",
             "connect_timeout": 5,
+            **given,
         }
 
         def tagger(tag: str) -> tuple[tuple[Any, ...], dict[str, Any], str]:

@@ -54,8 +54,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._optional import unavailable
 from .._redact import Redactor
-from ._targets import TargetError, _pg_parts
+from ._defaults import DEFAULT_DSNS, answers, default_dsn
+from ._targets import TargetError, _pg_parts, address
 
 __all__ = [
     "AdminConsole",
@@ -471,10 +473,11 @@ class AdminConsole:
     """
 
     def __init__(self, dsn: str) -> None:
-        try:
-            import psycopg2
-        except ImportError as exc:
-            raise PgBouncerError(f"the admin console is reached with psycopg2 ({exc})") from None
+        why = unavailable("psycopg2")
+        if why is not None:
+            raise PgBouncerError(f"the admin console is reached with psycopg2: {why}")
+        import psycopg2
+
         redact = Redactor([dsn])
         try:
             self._conn = psycopg2.connect(dsn)
@@ -541,14 +544,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--upstream",
-        default=os.environ.get("POOLKIT_POSTGRES_DSN"),
-        help="the PostgreSQL server's DSN (default: POOLKIT_POSTGRES_DSN)",
+        default=default_dsn("postgres"),
+        help="the PostgreSQL server's DSN (default: POOLKIT_POSTGRES_DSN, else "
+        f"{DEFAULT_DSNS['postgres']!r})",
     )
     parser.add_argument("--pool-size", type=int, default=20, help="default_pool_size (20)")
     parser.add_argument("--max-client-conn", type=int, default=200, help="max_client_conn (200)")
     args = parser.parse_args(argv)
     if not args.upstream:
         parser.error("--upstream DSN is required (or set POOLKIT_POSTGRES_DSN)")
+    if args.upstream == DEFAULT_DSNS["postgres"]:
+        where = address("postgres", args.upstream)
+        if where is not None and not answers(*where):
+            parser.error(
+                f"nothing answers at {where[0]}:{where[1]}, the default for PostgreSQL: "
+                "pass --upstream DSN or set POOLKIT_POSTGRES_DSN"
+            )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         bouncer = start(

@@ -20,7 +20,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import pytest
+from poolkit._optional import require
+
+try:
+    import pytest
+except ImportError:  # say what to install, not a bare ModuleNotFoundError
+    require("pytest", "poolkit.conformance.plugin is a pytest plugin")
+    raise
 
 from ._conformance import adapter, add_options, configure, pool_case, target
 

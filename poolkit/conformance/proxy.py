@@ -114,9 +114,10 @@ class FaultProxy:
 
     def __repr__(self) -> str:
         state = "running" if self.running else "stopped"
+        n = len(self._pipes)
         return (
             f"<FaultProxy 127.0.0.1:{self.port} -> {self.upstream[0]}:{self.upstream[1]} "
-            f"{state}, {len(self._pipes)} connection(s)>"
+            f"{state}, {n} connection{'' if n == 1 else 's'}>"
         )
 
     # ----- life ------------------------------------------------------------------------

@@ -13,9 +13,9 @@ never saw more of the pool's sessions than ``max_size``, none is left once the p
 and no error reached a task but the driver's own and the pool's timeouts. It prints the
 figures and exits 1 if any check failed.
 
-The DSN comes from ``--dsn`` or ``POOLKIT_POSTGRES_DSN`` / ``POOLKIT_MYSQL_DSN`` /
-``POOLKIT_MSSQL_DSN``. ``--adapter psycopg_pool`` soaks psycopg_pool instead (PostgreSQL,
-driver psycopg).
+The DSN comes from ``--dsn``, ``POOLKIT_POSTGRES_DSN`` / ``POOLKIT_MYSQL_DSN`` /
+``POOLKIT_MSSQL_DSN``, else the local default the test suite uses (``DEFAULT_DSNS``).
+``--adapter psycopg_pool`` soaks psycopg_pool instead (PostgreSQL, driver psycopg).
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ from typing import Any
 import anyio
 
 import poolkit
+from poolkit._optional import unavailable
 
-from ._resolve import env_dsn
-from ._targets import BACKENDS, DRIVERS, Target, TargetError, build_target
+from ._defaults import DEFAULT_DSNS, answers, default_dsn, env_dsn
+from ._targets import BACKENDS, DRIVERS, Target, TargetError, address, build_target
 from .adapters import DEFAULT_ADAPTERS, PoolAdapter, PoolHandle
 
 __all__ = ["SoakResult", "main", "soak"]
@@ -309,7 +310,13 @@ def main(argv: list[str] | None = None) -> int:
     servers = [b for b in BACKENDS if b not in ("sqlite", "postgres-pgbouncer")]
     parser.add_argument("--backend", choices=servers, default="postgres")
     parser.add_argument("--driver", default=None, help="default: psycopg2 / pymysql / pyodbc")
-    parser.add_argument("--dsn", default=None, help="default: POOLKIT_<BACKEND>_DSN")
+    parser.add_argument(
+        "--dsn",
+        default=None,
+        help="where the database is (default: POOLKIT_<BACKEND>_DSN, else the local default: "
+        + "; ".join(f"{b} {d}" for b, d in DEFAULT_DSNS.items())
+        + ")",
+    )
     parser.add_argument("--adapter", default="poolkit", help="poolkit or psycopg_pool")
     parser.add_argument("--seconds", type=float, default=30.0)
     parser.add_argument("--tasks", type=int, default=16)
@@ -318,12 +325,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--anyio-backend", default="asyncio", choices=["asyncio", "trio"])
     args = parser.parse_args(argv)
+    if args.anyio_backend == "trio" and (why := unavailable("trio")) is not None:
+        parser.error(f"--anyio-backend trio: {why}")
     driver = args.driver or DRIVERS[args.backend][0]
     env = env_dsn(args.backend)
-    dsn = args.dsn or os.environ.get(env)
+    dsn = args.dsn or default_dsn(args.backend)
     if not dsn:
         print(f"soak_db: no DSN for {args.backend}: pass --dsn or set {env}")
         return 2
+    if not args.dsn and not os.environ.get(env):
+        where = address(args.backend, dsn)
+        if where is not None and not answers(*where):
+            print(
+                f"soak_db: nothing answers at {where[0]}:{where[1]}, the default for "
+                f"{args.backend}: start the server there, or pass --dsn or set {env}"
+            )
+            return 2
     adapters = {a.name: a for a in DEFAULT_ADAPTERS}
     adapter = adapters.get(args.adapter)
     if adapter is None:

@@ -18,13 +18,18 @@ After every step it checks what must always hold:
   count more (after a shrink, once the extra connections came back);
 * a connection handed out is not one the pool closed or was told is lost, not in a
   transaction, not running a call, and not older than ``max_lifetime``;
+* an acquire ends with a connection, the timeout error, the closed error (while closing), or
+  an error the fault plan raised on connect: a pool may pass that on, as poolkit does with
+  the configuration errors of the driver's profile (a ``ProgrammingError``, say);
 * after ``check()``, no idle connection the server killed is left in the pool;
 * a call that is cancelled, timed out or cut off returns within seconds.
 
 and when the example ends: with the faults off, the pool refills to ``min_size`` with live
-connections (every dropped one was replaced) and serves ``max_size`` callers; it closes; the
-pool's totals agree with the fake's record; every connection it opened was closed by it; every
-thread it started has exited; every committed row is in the table and no rolled-back one.
+connections (every dropped one was replaced) and serves ``max_size`` callers (those that
+get a connect error of the plan, which a pool may pass on until its next attempt, try again);
+it closes; the pool's totals agree with the fake's record; every connection it opened was
+closed by it; every thread it started has exited; every committed row is in the table and no
+rolled-back one.
 
 Use it on your pool::
 
@@ -56,16 +61,23 @@ from typing import Any, ClassVar
 
 import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
-from hypothesis import HealthCheck, settings
-from hypothesis import strategies as st
-from hypothesis.stateful import (
-    RuleBasedStateMachine,
-    initialize,
-    invariant,
-    precondition,
-    rule,
-    run_state_machine_as_test,
-)
+
+from poolkit._optional import require, unavailable
+
+try:
+    from hypothesis import HealthCheck, settings
+    from hypothesis import strategies as st
+    from hypothesis.stateful import (
+        RuleBasedStateMachine,
+        initialize,
+        invariant,
+        precondition,
+        rule,
+        run_state_machine_as_test,
+    )
+except ImportError:  # say what to install, not a bare ModuleNotFoundError
+    require("hypothesis", "for poolkit.conformance.stateful")
+    raise
 
 from poolkit.fakes import Drop, FakeDriver, Hang, Latency, Plan, Raise, Refuse, VirtualClock
 from poolkit.fakes.strategies import plans
@@ -231,6 +243,8 @@ class PoolMachine(RuleBasedStateMachine):
         self.aborted: set[int] = set()
         self.maybe: set[int] = set()
         self.fault_plan = Plan()
+        self.raised_on_connect: set[str] = set()  # names of the errors plans raise on connect
+        self.connect_errors_passed_on = 0  # acquires that ended with one of those
         self.threads_seen: dict[int, int] = {}
         self.record_seen = 0
         FIGURES.examples += 1
@@ -333,6 +347,9 @@ class PoolMachine(RuleBasedStateMachine):
                 FIGURES.acquire_timeouts += 1
                 return
             if self.closing and isinstance(op.error, self._subject.closed_error):
+                return
+            if type(op.error).__name__ in self.raised_on_connect:
+                self.connect_errors_passed_on += 1
                 return
             raise op.error
         conn = op.result
@@ -451,6 +468,11 @@ class PoolMachine(RuleBasedStateMachine):
     def _driver_plan(self, plan: Plan) -> None:
         self.fault_plan = plan
         self.driver.plan = Plan(_HANG_RULE, *plan.rules, seed=plan.seed)
+        for fault in plan.rules:
+            if isinstance(fault, Raise) and "connect" in fault.operations:
+                error = fault.error
+                name = error if isinstance(error, str) else getattr(error, "__name__", "")
+                self.raised_on_connect.add(name or type(error).__name__)
 
     def _is_open(self) -> bool:
         return self.subject is not None and not self.closed
@@ -773,11 +795,19 @@ class PoolMachine(RuleBasedStateMachine):
                 raise AssertionError(
                     f"the pool did not refill to min_size={self.min_size}: {sizes}"
                 )
-        for _ in range(self.max_size):
-            self.ops.append(self._start(_Op("acquire"), self._subject.acquire, LIVENESS))
-        for op in list(self.ops):
-            self._finish(op, "an acquire after the faults stopped", LIVENESS + 1)
-        self._collect()
+        deadline = time.monotonic() + LIVENESS
+        while True:
+            passed_on = self.connect_errors_passed_on
+            for _ in range(self.max_size - len(self.holders)):
+                self.ops.append(self._start(_Op("acquire"), self._subject.acquire, LIVENESS))
+            for op in list(self.ops):
+                self._finish(op, "an acquire after the faults stopped", LIVENESS + 1)
+            self._collect()
+            # A pool that passes the plan's connect errors on (see _acquired) may pass one
+            # more on after the faults stop, until its next attempt connects: try again.
+            if self.connect_errors_passed_on == passed_on or time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
         if len(self.holders) != self.max_size:
             raise AssertionError(
                 f"with no faults, {len(self.holders)} of max_size={self.max_size} acquires "
@@ -863,6 +893,8 @@ def pool_machine(
     """A :class:`PoolMachine` over the pools ``factory(spec)`` builds, on ``backend``."""
     if backend not in ("asyncio", "trio"):
         raise ValueError(f"backend must be 'asyncio' or 'trio', got {backend!r}")
+    if backend == "trio":
+        require("trio", "pool_machine(backend='trio')")
     name = getattr(factory, "__name__", type(factory).__name__)
     return type(
         f"PoolMachine_{name}_{backend}",
@@ -914,10 +946,13 @@ def main(argv: list[str] | None = None) -> int:
         "--derandomize", action="store_true", help="the fixed sequence CI runs, not a new one"
     )
     args = parser.parse_args(argv)
+    backends = [b.strip() for b in args.backend.split(",") if b.strip()]
+    if "trio" in backends and (why := unavailable("trio")) is not None:
+        parser.error(f"--backend trio: {why} (or pass --backend asyncio)")
     logging.getLogger("poolkit").setLevel(logging.ERROR)  # reconnect warnings are expected
     factory = _load(args.subject)
     failed = False
-    for backend in [b.strip() for b in args.backend.split(",") if b.strip()]:
+    for backend in backends:
         FIGURES.reset()
         machine = pool_machine(factory, backend=backend)
         profile = settings(

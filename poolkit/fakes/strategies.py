@@ -21,7 +21,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hypothesis import strategies as st
+from .._optional import require
+
+try:
+    from hypothesis import strategies as st
+except ImportError:  # say what to install, not a bare ModuleNotFoundError
+    require("hypothesis", "for poolkit.fakes.strategies")
+    raise
 
 from ._dbapi import ERROR_NAMES
 from ._plan import OPERATIONS, Drop, Hang, Latency, Plan, Raise, Refuse, Rule

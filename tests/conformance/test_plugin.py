@@ -21,10 +21,11 @@ from typing import Any, ClassVar
 import pytest
 
 from poolkit.conformance import _resolve
+from poolkit.conformance._defaults import DEFAULT_DSNS
 from poolkit.conformance._report import Report, Result
 from poolkit.conformance._resolve import Resolved, Resolver, docker_reachable
 from poolkit.conformance._targets import Target, TargetError, build_target
-from tests.backends import need
+from tests.backends import need, no_default_servers, probe
 
 pytest_plugins = ["pytester"]
 
@@ -118,10 +119,12 @@ def make_commit_on_return():
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The inner runs see no POOLKIT_* settings (nor a Docker host) of the outer one."""
+    """The inner runs see no POOLKIT_* settings (nor a Docker host) of the outer one, and no
+    server at the default addresses (tests that want one put it back)."""
     for name in list(os.environ):
         if name.startswith("POOLKIT_") or name == "DOCKER_HOST":
             monkeypatch.delenv(name)
+    no_default_servers(monkeypatch)
 
 
 @pytest.fixture
@@ -216,7 +219,17 @@ def test_sqlite_run_passes_on_sqlite3_and_the_fake(pytester: pytest.Pytester) ->
         ],
         consecutive=False,
     )
-    result.stdout.fnmatch_lines(["*= poolkit conformance matrix =*", "*check*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*= poolkit conformance =*",
+            "case (backend/driver/pool)*source*pass*fail*n/s*skip",
+            "sqlite/sqlite3/poolkit*embedded*",
+            "sqlite/fake/poolkit*embedded*",
+            f"poolkit conformance report: {report}.md, {report}.json",
+            "*the full check x case matrix is there (--pool-matrix prints it)",
+        ]
+    )
+    result.stdout.no_fnmatch_line("*poolkit conformance matrix*")  # only on request
     result.stdout.no_fnmatch_line("*psycopg_pool*")
     results = _load(report.with_suffix(".json"))
     assert {(r["backend"], r["driver"], r["pool"]) for r in results} == {
@@ -255,7 +268,7 @@ def test_checks_imported_into_a_user_module(pytester: pytest.Pytester, on: bool)
         result.stdout.fnmatch_lines(
             [
                 "test_mine.py::test_select_one_round_trip?*-sqlite-fake-poolkit? PASSED*",
-                "*poolkit conformance matrix*",
+                "*= poolkit conformance =*",
             ]
         )
     else:
@@ -272,7 +285,7 @@ def test_env_twins(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("POOLKIT_REPORT", str(report))
     result = pytester.runpytest(*ARGS, *FEW, "-v")
     assert result.ret == pytest.ExitCode.OK
-    result.stdout.fnmatch_lines(["*-sqlite-fake-poolkit* PASSED*", "*poolkit conformance matrix*"])
+    result.stdout.fnmatch_lines(["*-sqlite-fake-poolkit* PASSED*", "*= poolkit conformance =*"])
     result.stdout.no_fnmatch_line("*sqlite3-poolkit*")
     result.stdout.fnmatch_lines([f"poolkit conformance report: {report}.md, {report}.json"])
     results = _load(report.with_suffix(".json"))
@@ -327,32 +340,88 @@ def test_report_writes_markdown_and_json(pytester: pytest.Pytester) -> None:
 
 
 @pytest.mark.parametrize("how", ["no-containers", "no-docker"])
-def test_unreachable_backend_is_skipped_naming_the_env_var(
+def test_unreachable_backend_is_left_out_naming_the_env_var(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
-    args = [*ARGS, "--pool-conformance", "--pool-backend", "postgres", "-rs"]
+    """No server at the default address, no DSN: the backend's cases do not run (nothing is
+    collected for them, so no wall of skips), and one line says what to set."""
+    args = [*ARGS, "--pool-conformance", "--pool-backend", "postgres"]
     if how == "no-containers":
         args.append("--pool-no-containers")
     else:  # containers allowed, but no Docker engine answers; warnings are errors (as here)
         monkeypatch.setenv("DOCKER_HOST", f"unix://{pytester.path}/no-docker.sock")
         pytester.makeini("[pytest]\nfilterwarnings = error\n")
     result = pytester.runpytest(*args, *FEW, "--pool-report", "rep")
-    assert result.ret == pytest.ExitCode.OK
-    counts = result.parseoutcomes()
-    assert counts["skipped"] > 0 and set(counts) == {"skipped", "deselected"}
+    assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED  # nothing could be checked
+    assert set(result.parseoutcomes()) <= {"deselected"}
     result.stdout.fnmatch_lines(
-        ["SKIPPED *no DSN for postgres (set POOLKIT_POSTGRES_DSN or pass --pool-dsn postgres=DSN*"]
+        [
+            "poolkit conformance: no case ran",
+            "not run (set what each line says to include it):",
+            "  postgres (psycopg2, pyodbc, psycopg): no DSN for postgres (set*",
+        ]
     )
+    said = " ".join(result.stdout.str().split())  # the summary wraps its lines
+    assert "nothing answers at the default 127.0.0.1:1" in said
+    result.stdout.no_fnmatch_line("SKIPPED*")
     if how == "no-docker":  # (or no docker SDK at all, where the containers extra is absent)
         assert re.search(
-            r"and (no Docker engine is reachable|the docker SDK is not installed)",
-            result.stdout.str(),
-        ), result.stdout.str()
+            r"and (no Docker engine is reachable|the docker SDK is not installed)", said
+        ), said
+    data = json.loads((pytester.path / "rep.json").read_text())
+    assert data["results"] == []
+    not_run = data["not_run"]
+    assert {(n["backend"], n["driver"]) for n in not_run} >= {("postgres", "psycopg2")}
+    assert all("POOLKIT_POSTGRES_DSN" in n["why"] or "pyodbc" in n["why"] for n in not_run)
+    assert "## Not run" in (pytester.path / "rep.md").read_text()
+
+
+def test_a_server_at_the_default_address_is_used(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Like the test suite, the main job finds the local server without a DSN."""
+    backend, why = probe("postgres")  # the test suite's server (cached from the outer run)
+    if backend is None:
+        pytest.skip(why)
+    # the default address, or where the outer run was told the server is
+    monkeypatch.setitem(DEFAULT_DSNS, "postgres", str(backend.args[0]))
+    args = [*ARGS, *FEW, "--pool-conformance", "--pool-backend", "postgres"]
+    result = pytester.runpytest(*args, "--pool-driver", "psycopg2", "--pool-report", "rep")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["postgres/psycopg2/poolkit*default*"])
     results = _load(pytester.path / "rep.json")
-    assert {r["outcome"] for r in results} == {"skip"}
-    assert {r["source"] for r in results} == {"unavailable"}
-    assert all("POOLKIT_POSTGRES_DSN" in r["why"] for r in results)
-    _assert_full_matrix(results, _executed(result))
+    assert results and {r["source"] for r in results} == {"default"}
+    assert {r["outcome"] for r in results} == {"pass"}
+    # an explicit DSN wins over the default, even one where nothing answers
+    refused = pytester.runpytest(
+        *args, "--pool-driver", "psycopg2", "--pool-dsn", "postgres=host=127.0.0.1 port=1"
+    )
+    assert refused.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+    refused.stdout.fnmatch_lines(["*postgres (psycopg2): postgres via psycopg2 is unreachable*"])
+
+
+def test_the_matrix_is_printed_on_request_and_fits_100_columns(
+    pytester: pytest.Pytester,
+) -> None:
+    result = pytester.runpytest(*SQLITE, *FEW, "--pool-matrix", "--pool-report", "")
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["*= poolkit conformance matrix =*", "*check*", "*pass*"])
+    result.stdout.no_fnmatch_line("poolkit conformance report:*")  # none asked for
+    assert not (pytester.path / "poolkit-report.md").exists()
+    summary = result.stdout.str().split("poolkit conformance matrix", 1)[1]
+    assert max(len(line) for line in summary.splitlines()) <= 100
+
+
+def test_no_per_check_skip_or_xfail_lines_unless_asked(pytester: pytest.Pytester) -> None:
+    """The project's -ra (addopts) would list every not-supported check; the summary says it."""
+    pytester.makeini("[pytest]\naddopts = -ra\n")
+    quiet = pytester.runpytest(*SQLITE, "-k", "test_statement_timeout")
+    assert quiet.ret == pytest.ExitCode.OK
+    assert quiet.parseoutcomes()["xfailed"] > 0
+    quiet.stdout.no_fnmatch_line("XFAIL *")
+    quiet.stdout.fnmatch_lines(["sqlite/sqlite3/poolkit*embedded*0*0*2*0"])
+    asked = pytester.runpytest(*SQLITE, "-k", "test_statement_timeout", "-rx")
+    asked.stdout.fnmatch_lines(["XFAIL *not supported*"])
 
 
 @pytest.mark.parametrize("how", ["option", "env"])
@@ -394,9 +463,11 @@ def test_a_target_that_cannot_be_built_skips_or_fails_when_required(
         assert result.parseoutcomes()["errors"] > 0
         result.stdout.fnmatch_lines(["*required backend unavailable: " + expected[1:]])
     else:
-        assert result.ret == pytest.ExitCode.OK
-        assert set(result.parseoutcomes()) == {"skipped", "deselected"}
-        result.stdout.fnmatch_lines(["SKIPPED " + expected])
+        assert result.ret == pytest.ExitCode.NO_TESTS_COLLECTED
+        assert set(result.parseoutcomes()) <= {"deselected"}
+        result.stdout.fnmatch_lines(
+            ["  mssql (pyodbc): no ODBC driver for SQL Server is installed*"]
+        )
     assert SECRET not in result.stdout.str() + result.stderr.str()
 
 
@@ -435,13 +506,20 @@ def test_a_dsn_password_never_shows(
         "--pool-report=rep",
         *([f"--pool-require={backend}"] if required else []),
     )
-    assert result.ret == (pytest.ExitCode.TESTS_FAILED if required else pytest.ExitCode.OK)
+    expected = pytest.ExitCode.TESTS_FAILED if required else pytest.ExitCode.NO_TESTS_COLLECTED
+    assert result.ret == expected
     output = result.stdout.str() + result.stderr.str()
     assert "127.0.0.1" in output  # the DSN was used: the reasons name the host
     md, js = (pytester.path / "rep.md").read_text(), (pytester.path / "rep.json").read_text()
     results = _load(pytester.path / "rep.json")
-    assert results and {r["outcome"] for r in results} == {"fail" if required else "skip"}
-    assert {r["source"] for r in results} == {"unavailable"}
+    if required:
+        assert results and {r["outcome"] for r in results} == {"fail"}
+        assert {r["source"] for r in results} == {"unavailable"}
+    else:  # left out of the run, and said so once
+        assert results == []
+        not_run = json.loads(js)["not_run"]
+        assert [(n["backend"], n["driver"]) for n in not_run] == [(backend, driver)]
+        assert "127.0.0.1" in not_run[0]["why"]
     leaks = [ln for ln in output.splitlines() if SECRET in ln]
     assert leaks == [], f"the password is in the terminal output: {leaks[:3]}"
     assert SECRET not in md

@@ -5,3 +5,7 @@ database through ``target`` and opens pools with ``adapter.pool(target, ...)``. 
 from your own tests directory, import them into a test module
 (``from poolkit.conformance.suite.test_pep249 import *``) and pass ``--pool-conformance``.
 """
+
+from poolkit._optional import require
+
+require("pytest", "the conformance checks run under pytest")
