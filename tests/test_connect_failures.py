@@ -439,6 +439,27 @@ async def test_postgres_bad_password_fails_at_once_masked(
     assert time.monotonic() - started < AT_ONCE
 
 
+async def _waits_through_a_connection_limit(pool: Pool, held: Any, *texts: str) -> None:
+    """A caller waits while connects fail on the server's connection limit (retried, not a
+    configuration error); closing ``held`` frees the slot and the caller gets a connection."""
+    async with pool:
+        got: list[object] = []
+
+        async def caller() -> None:
+            async with pool.connection() as conn:
+                got.append(conn)
+
+        with anyio.fail_after(HANG):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(caller)
+                await until(lambda: pool.stats().connect_errors >= 3)
+                assert got == [] and pool.stats().waiting == 1
+                error = pool.stats().last_connect_error or ""
+                assert all(text in error for text in texts), error
+                held.close()
+        assert len(got) == 1
+
+
 @pytest.mark.real
 @pytest.mark.postgres
 async def test_postgres_too_many_connections_is_retried(pg_passwords: PasswordCluster) -> None:
@@ -447,22 +468,10 @@ async def test_postgres_too_many_connections_is_retried(pg_passwords: PasswordCl
     held = psycopg2.connect(dsn)
     try:
         pool = Pool(psycopg2, dsn, min_size=0, max_size=1, timeout=TIMEOUT, backoff=FAST)
-        async with pool:
-            got: list[object] = []
-
-            async def caller() -> None:
-                async with pool.connection() as conn:
-                    got.append(conn)
-
-            with anyio.fail_after(HANG):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(caller)
-                    await until(lambda: pool.stats().connect_errors >= 3)
-                    assert got == [] and pool.stats().waiting == 1
-                    error = pool.stats().last_connect_error or ""
-                    assert f'too many connections for role "{user}"' in error  # 53300
-                    held.close()  # the slot frees: the retry gets through
-            assert len(got) == 1
+        # 53300; the slot frees when `held` closes, and the retry gets through
+        await _waits_through_a_connection_limit(
+            pool, held, f'too many connections for role "{user}"'
+        )
     finally:
         held.close()
 
@@ -607,22 +616,8 @@ async def test_mysql_user_connection_limit_is_retried(
     try:
         options: dict[str, Any] = {"min_size": 0, "max_size": 1, "backoff": FAST}
         pool = mysql_pool(driver_name, mysql_user.kwargs(), timeout=TIMEOUT, **options)
-        async with pool:
-            got: list[object] = []
-
-            async def caller() -> None:
-                async with pool.connection() as conn:
-                    got.append(conn)
-
-            with anyio.fail_after(HANG):
-                async with anyio.create_task_group() as tg:
-                    tg.start_soon(caller)
-                    await until(lambda: pool.stats().connect_errors >= 3)
-                    assert got == [] and pool.stats().waiting == 1
-                    error = pool.stats().last_connect_error or ""
-                    assert "max_user_connections" in error and "1226" in error
-                    held.close()  # the user's one connection frees: the retry gets through
-            assert len(got) == 1
+        # the user's one connection frees when `held` closes, and the retry gets through
+        await _waits_through_a_connection_limit(pool, held, "max_user_connections", "1226")
     finally:
         if held.open:
             held.close()

@@ -74,7 +74,9 @@ MYSQL = Dialect(
 SQLITE3 = Dialect(
     name="sqlite3",
     disconnect=lambda module: module.ProgrammingError("Cannot operate on a closed database."),
-    refused=_op("unable to open database file"),
+    # sqlite3 has no server to refuse; its transient connect failure is a busy database
+    # ("unable to open database file" is a wrong path: a mistake poolkit does not retry)
+    refused=_op("database is locked"),
     timeout=_op("database is locked"),
     cancelled=_op("interrupted"),
 )

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+import poolkit
 import poolkit.fakes
 from poolkit._profiles import profile_for
 from poolkit.fakes import (
@@ -252,7 +253,9 @@ def test_refuse_raises_the_real_refused_error(real: Backend) -> None:
     elif real.name == "postgres":
         assert "Connection refused" in str(exc)
     else:
-        assert "unable to open database file" in str(exc)
+        assert "database is locked" in str(exc)
+    # a refusal is transient: the pool retries it, never fails its callers at once
+    assert not poolkit.profile_for(real.driver).is_config_error(exc, real.driver)
     conn = driver.connect(*real.args, **real.kwargs)
     try:
         assert conn.id == 2
