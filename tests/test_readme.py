@@ -155,7 +155,7 @@ def mypy_errors(tmp_path_factory: pytest.TempPathFactory) -> Errors:
     seconds, so it is shared): its errors by file. The project's configuration applies, so
     third-party imports resolve or are ignored exactly as in the project's own mypy run."""
     if importlib.util.find_spec("mypy") is None:
-        pytest.skip("mypy is not installed: pip install -e '.[lint]'")
+        pytest.skip("mypy is not installed: pip install -e '.[test]'")
     folder = tmp_path_factory.mktemp("mypy")
     files = {f"readme_block{i}": code for i, code in enumerate(BLOCKS)} | SNIPPETS
     stub = _pyodbc_stub()
