@@ -58,6 +58,8 @@ class PooledConn:
         "acquired_from",
         "base_autocommit",
         "broken",
+        "cancel_done",
+        "cancel_seq",
         "checked_out_at",
         "completed",
         "forced",
@@ -67,6 +69,7 @@ class PooledConn:
         "last_autocommit",
         "leaked",
         "link",
+        "pending",
         "pool",
         "round",
         "slot",
@@ -89,6 +92,13 @@ class PooledConn:
         self.forced = False  # taken away by close(timeout=...)
         self.submitted = 0
         self.completed = 0
+        # The future the holder awaits now (a call, or the health check before hand-out):
+        # a forced close fails it, so the holder is not left waiting on a stuck driver.
+        self.pending: Any = None
+        # The last call a driver cancel was requested for, and the end of that cancel: at
+        # most one cancel is in flight per connection (see interrupt()).
+        self.cancel_seq = 0
+        self.cancel_done: threading.Event | None = None
         self.checked_out_at = 0.0
         # Set at checkout only with Pool(leak_timeout=...): where the caller took it.
         self.acquired_from: Site | None = None
@@ -136,25 +146,50 @@ class PooledConn:
 
     def interrupt(self, seq: int) -> None:
         """The caller of call ``seq`` left before it finished: skip it if it has not started,
-        cancel it in the driver if it is running, and reset the connection before reuse."""
+        cancel it in the driver if it is running, and reset the connection before reuse.
+
+        At most one driver cancel is in flight per connection: a second request for the same
+        call is dropped, and while a cancel is in flight the call is only marked abandoned
+        (every later job waits for that cancel to end, then skips the abandoned call), so
+        cancel helper threads never pile up on a server that does not answer."""
         self.interrupted = True
         self.in_tx = None
+        if seq == self.cancel_seq:  # a cancel was requested for this very call already
+            return
+        self.cancel_seq = seq
         link = self.link
-        done = threading.Event()
+        # Marked before the check below: a job that starts once the cancel in flight ends
+        # then finds it abandoned (see Link.run and Link.abandon for the ordering).
+        link.abandoned.add(seq)
+        pending = self.cancel_done
+        if pending is not None and not pending.is_set():
+            return
+        done = self.cancel_done = threading.Event()
         link.abandon(seq, done)
 
-        reconnect = self.pool._connect
+        pool = self.pool
+        reconnect = pool._connect
 
         def cancel() -> None:
             try:
                 link.cancel(seq, reconnect)
             except Exception as exc:
-                self.pool._log_cancel_failure(self, exc)
+                pool._log_cancel_failure(self, exc)
             finally:
                 done.set()
 
-        # close() joins it with the workers, so no poolkit thread outlives the pool.
-        self.pool._retired.append(run_in_helper_thread(cancel, f"{self.pool.name}-cancel"))
+        # close() joins it (briefly: it may wait on a server that does not answer).
+        pool._helpers.append(run_in_helper_thread(cancel, f"{pool.name}-cancel"))
+
+    def force(self, error: BaseException) -> None:
+        """close() takes the connection from its holder: cancel the running call, if any, and
+        fail what the holder awaits with ``error`` now, whether or not the driver returns."""
+        self.forced = True
+        if self.submitted > self.completed:
+            self.interrupt(self.submitted)
+        fut, self.pending = self.pending, None
+        if fut is not None and not fut.done():
+            fut.set_exception(error)
 
 
 async def call(
@@ -181,6 +216,7 @@ async def call(
         owner._busy = True
     fut = pool._bridge.future()
     seq = conn.start(fn, args, fut)
+    conn.pending = fut
     try:
         if timeout is None:
             return await fut
@@ -201,6 +237,8 @@ async def call(
             conn.interrupted = True
         raise
     finally:
+        if conn.pending is fut:
+            conn.pending = None
         if owner is not None:
             owner._busy = False
         del fut

@@ -105,13 +105,16 @@ class Link:
 
         ``seq`` numbers a call a caller may abandon: if it was abandoned before it started,
         it is skipped. Every job first waits for a driver cancel still in flight, so that a
-        late cancel meant for an abandoned call never hits this one.
+        late cancel meant for an abandoned call never hits this one (for up to
+        ``CANCEL_GRACE`` seconds; a close for as long as the cancel takes).
         """
         if self.dead:
             self._close_dead()
         cancels = self.cancels
         while cancels:
-            if not cancels[0].wait(CANCEL_GRACE):
+            # Close waits for as long as it takes: it must not free the connection under the
+            # cancel, and nobody waits for it (the pool closed, or abandoned it to this thread).
+            if not cancels[0].wait(None if fn is Link.close else CANCEL_GRACE):
                 exc = RuntimeError("a driver cancel of an abandoned call did not finish")
                 return False, exc, None, True  # treat as lost: the connection is discarded
             cancels.popleft()

@@ -8,7 +8,6 @@ group: ``open()`` and ``close()`` are plain awaitables and ``async with pool`` i
 
 from __future__ import annotations
 
-import copy
 import difflib
 import functools
 import inspect
@@ -253,6 +252,7 @@ class Pool:
         # The thread side of each connection, for the finalizer (it must not reach the pool).
         self._threads: dict[int, tuple[Runner, Link]] = {}
         self._retired: list[threading.Thread] = []
+        self._helpers: list[threading.Thread] = []  # driver cancels (PooledConn.interrupt)
         self._watchers: list[LoopFuture[None]] = []
         self._finalizer = weakref.finalize(
             self, _abandon_pool, self.name, self._threads, self._stop
@@ -392,7 +392,7 @@ class Pool:
             f"pool {self.name}: could not open {_connections(state.min_size)} in "
             f"{timeout:g} s" + (f"; last connect error: {error}" if error else "")
         )
-        exc.connect_error = self._last_connect_exc
+        exc.connect_error = self._masked_connect_error()
         raise exc
 
     def _start(self) -> None:
@@ -414,17 +414,21 @@ class Pool:
         self._apply(self._state.fill())
         self._emit("open")
 
-    async def close(self, timeout: float | None = 10.0) -> int:
-        """Close the pool; returns how many connections it had to force.
+    async def close(self, timeout: float | None = 5.0) -> int:
+        """Close the pool; returns how many connections it had to force or abandon.
 
         Waiters get :class:`~poolkit.PoolClosed` at once and idle connections are closed.
-        Connections still in use are closed when returned. At the deadline (``timeout``
-        seconds; None: wait for ever) those still in use get their running call cancelled in
-        the driver and are closed on their worker threads (later calls on them raise
-        ``PoolClosed``); after a short grace (0.25 s) ``close`` returns. The count covers
-        those, and connections whose thread is still stuck in the driver (say, a connect to a
-        server that does not answer): such threads are daemons, left behind and logged.
-        Worker threads that finished are joined before this returns.
+        Connections still in use are closed when returned, for up to ``timeout`` seconds
+        (None: wait for ever). At that deadline each one still in use is forced: its running
+        call is cancelled in the driver (one cancel request per connection), its holder gets
+        ``PoolClosed`` at once, whether or not the driver returns (so do its later calls),
+        and it is closed on its worker thread. Connects in progress are not waited for.
+        After a short grace (0.25 s) ``close`` returns: it never takes more than
+        ``timeout`` + 0.5 s once it has to force anything, even on a server that stopped
+        answering. A connection whose thread is still inside the driver then (a statement
+        the cancel did not reach, a connect to a server that does not answer) is abandoned
+        to that thread, counted and logged: the thread closes it and exits as soon as the
+        driver returns. Worker threads that finished are joined before this returns.
         """
         if self._close_result is not None:
             return self._close_result
@@ -446,8 +450,9 @@ class Pool:
             self._notify()
 
     async def _close(self, timeout: float | None) -> int:
-        if not self._state.closed:
-            waiters, actions = self._state.close()
+        state = self._state
+        if not state.closed:
+            waiters, actions = state.close()
             self._stop.set()
             self._wake.set()
             for waiter in waiters:
@@ -455,29 +460,37 @@ class Pool:
                     PoolClosed(f"pool {self.name} was closed while waiting for a connection")
                 )
             self._apply(actions)
+        # The graceful window is for work under way (callers, resets, closes); a connect in
+        # progress is abandoned at once (Link.connect closes what it gets after the stop).
         with anyio.move_on_after(math.inf if timeout is None else max(0.0, timeout)):
-            while self._state.size:
+            while state.size - state.opening:
                 await self._changed()
         forced_ids: set[int] = set()
-        if self._state.size:
+        if state.size:
             forced_ids = self._force_close()
             with anyio.move_on_after(_FORCE_GRACE):
-                while self._state.size:
+                while state.size:
                     await self._changed()
-        stuck = [c.worker.name for c in self._conns.values()]
+        stuck = list(self._conns.values())
         forced = len(forced_ids | set(self._conns))
         if stuck:
             log.warning(
-                "pool %s: %s still inside the driver, threads left behind: %s",
+                "pool %s: %s still inside the driver, left to their threads: %s",
                 self.name,
                 _connections(len(stuck)),
-                ", ".join(stuck),
+                ", ".join(c.worker.name for c in stuck),
             )
+        busy: set[threading.Thread | None] = set()
+        for conn in stuck:  # each thread closes its connection and exits once the driver returns
+            busy.add(conn.worker.thread)
+            conn.worker.submit(conn.link.run, (Link.close, ()))
+            conn.worker.stop()
         threads, self._retired = self._retired, []
         if self._group is not None:  # less the threads still stuck in a call, as above
-            busy = {c.worker.thread for c in self._conns.values()}
             threads += [t for t in self._group.threads() if t not in busy]
-        await self._join(threads, _FORCE_GRACE if forced else 5.0)
+        threads = [t for t in threads if t not in busy]
+        helpers, self._helpers = self._helpers, []
+        await self._join(threads, _FORCE_GRACE if forced else 5.0, helpers)
         self._close_result = forced
         self._finalizer.detach()
         self._notify()
@@ -491,22 +504,32 @@ class Pool:
             if conn.slot.state is not SlotState.IN_USE:
                 continue
             forced.add(conn.id)
-            conn.forced = True
-            if conn.submitted > conn.completed:
-                conn.interrupt(conn.submitted)
+            conn.force(
+                PoolClosed(
+                    f"pool {self.name} was closed while a call on connection #{conn.id} was "
+                    "running: close(timeout=...) reached its deadline, cancelled the call and "
+                    "took the connection"
+                )
+            )
             self._apply(self._state.discard(conn.slot))
         if forced:
             log.warning("pool %s: close forced %s in use", self.name, _connections(len(forced)))
         return forced
 
-    async def _join(self, threads: list[threading.Thread], timeout: float) -> None:
+    async def _join(
+        self, threads: list[threading.Thread], timeout: float, helpers: list[threading.Thread]
+    ) -> None:
+        """Join ``threads`` within ``timeout`` and the cancel ``helpers`` within the grace
+        (a cancel may wait on a server that does not answer; it ends by itself)."""
         bridge = self._bridge
         fut: LoopFuture[None] = bridge.future()
 
         def join_all() -> None:
-            end = time.monotonic() + timeout
-            for thread in threads:
-                thread.join(max(0.0, end - time.monotonic()))
+            start = time.monotonic()
+            for group, limit in ((helpers, min(timeout, _FORCE_GRACE)), (threads, timeout)):
+                end = start + limit
+                for thread in group:
+                    thread.join(max(0.0, end - time.monotonic()))
             bridge.post(_set_done, fut)
 
         helper = run_in_helper_thread(join_all, f"{self.name}-join")
@@ -697,7 +720,7 @@ class Pool:
             )
         )
         if self._counters.consecutive_connect_errors:
-            exc.connect_error = self._last_connect_exc
+            exc.connect_error = self._masked_connect_error()
         raise exc
 
     async def _acquire_slow(self, slot: Slot | None, start: float) -> PooledConn:
@@ -749,6 +772,7 @@ class Pool:
         """Ping a connection the caller holds; on failure it is discarded (False)."""
         fut = self._bridge.future()
         seq = conn.start(Link.ping, (self._ping_for(conn),), fut)
+        conn.pending = fut  # a forced close fails it: PoolClosed below
         try:
             await self._bridge.wait(fut)
         except Exception as exc:  # the ping itself failed (cancellation is a BaseException)
@@ -770,6 +794,9 @@ class Pool:
                 conn.interrupt(seq)
             self._release(conn, handed_out=False)
             raise
+        finally:
+            if conn.pending is fut:
+                conn.pending = None
         if conn.forced:
             raise PoolClosed(self._closed_during_check())
         self._state.verified(conn.slot, self._clock())
@@ -965,22 +992,16 @@ class Pool:
         self._emit("connect_failed", conn.id, text)
 
     def _masked(self, exc: BaseException) -> BaseException:
-        """A fresh copy of a connect error for one caller to raise: the driver's class and
-        attributes, with the pool's secrets masked in its args and string attributes. No
-        chained exception, no traceback, and never an object another caller raises too.
-        A :class:`~poolkit.PoolError` with the masked text when no such copy can be made."""
-        try:
-            fresh = copy.copy(exc)
-            fresh.args = tuple(self._redact(a) if isinstance(a, str) else a for a in exc.args)
-            for key, value in list(getattr(fresh, "__dict__", {}).items()):
-                if isinstance(value, str):
-                    setattr(fresh, key, self._redact(value))
-            shown = (str(fresh), repr(fresh))
-        except Exception:
-            return PoolError(self._redact.exception(exc))
-        if any(self._redact(text) != text for text in shown):
-            return PoolError(self._redact.exception(exc))
-        return fresh
+        """A fresh copy of a connect error for one caller to raise (see
+        :meth:`Redactor.masked`): never an object another caller raises too, nor one that
+        shows a secret; a :class:`~poolkit.PoolError` with the masked text when no such copy
+        can be made."""
+        return self._redact.masked(exc) or PoolError(self._redact.exception(exc))
+
+    def _masked_connect_error(self) -> BaseException | None:
+        """The last connect error, as :attr:`PoolTimeout.connect_error` carries it (masked)."""
+        error = self._last_connect_exc
+        return None if error is None else self._masked(error)
 
     def _is_config_error(self, error: BaseException) -> bool:
         """Whether retrying cannot fix a connect error: the driver profile's

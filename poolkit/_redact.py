@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -65,6 +66,24 @@ class Redactor:
     def exception(self, exc: BaseException) -> str:
         """``Type: message`` of an exception, secrets masked."""
         return self(f"{type(exc).__name__}: {exc}".strip())
+
+    def masked(self, exc: BaseException) -> BaseException | None:
+        """A fresh copy of ``exc`` to raise: its class and attributes, with the secrets masked
+        in its args and string attributes, no traceback and no chained exception; None when
+        no copy can be made, or the copy still shows a secret (say, in a C attribute)."""
+        try:
+            fresh = copy.copy(exc)
+            fresh.args = tuple(self(a) if isinstance(a, str) else a for a in exc.args)
+            for key, value in list(getattr(fresh, "__dict__", {}).items()):
+                if isinstance(value, str):
+                    setattr(fresh, key, self(value))
+            fresh.__traceback__ = fresh.__cause__ = fresh.__context__ = None
+            shown = (str(fresh), repr(fresh))
+        except Exception:
+            return None
+        if any(self(text) != text for text in shown):
+            return None
+        return fresh
 
     def __repr__(self) -> str:
         return f"<Redactor {len(self._secrets)} secrets>"

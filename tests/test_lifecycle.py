@@ -206,3 +206,107 @@ async def test_one_connection_is_counted_in_the_singular(
     messages = [r.getMessage() for r in caplog.records]
     assert "pool held: close forced 1 connection in use" in messages
     assert "pool held: closed (1 connection forced)" in messages
+
+
+# ----- close() always ends: stuck statements and connects on a frozen server ---------------
+
+BOUND = 3.0  # generous: the design promises timeout + 0.5 s
+
+
+def pool_threads(pool: poolkit.Pool, suffix: str = "") -> list[threading.Thread]:
+    """The pool's live threads (workers, helpers), or those whose name ends with ``suffix``."""
+    prefix = f"poolkit-{pool.name}-"
+    return [
+        t
+        for t in threading.enumerate()
+        if t.name.startswith(prefix) and t.name.endswith(suffix) and t.is_alive()
+    ]
+
+
+class CancelHelpers:
+    """Samples the pool's ``-cancel`` helper threads in the background; ``most`` is the peak."""
+
+    def __init__(self, pool: poolkit.Pool) -> None:
+        self.pool = pool
+        self.most = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="test-cancel-sampler")
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.002):
+            self.most = max(self.most, len(pool_threads(self.pool, "-cancel")))
+
+    def __enter__(self) -> CancelHelpers:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+async def gone(what: str, predicate: Callable[[], bool], within: float = 20.0) -> None:
+    with anyio.move_on_after(within):
+        while not predicate():
+            await anyio.sleep(0.05)
+        return
+    pytest.fail(f"not within {within} s: {what}")
+
+
+@pytest.mark.parametrize("threads", ["dedicated", "shared"])
+async def test_default_close_releases_callers_stuck_in_an_uninterruptible_call(
+    threads: Any,
+) -> None:
+    """close() with no argument ends within its documented bound (timeout=5 s + 0.5 s) while
+    every connection is stuck in a call no driver cancel reaches; each blocked caller gets
+    PoolClosed at the force, and the threads close their connections and exit by themselves
+    once the calls return."""
+    driver = FakeDriver(threadsafety=2)
+    gate = threading.Event()
+    pool = poolkit.Pool(driver, min_size=3, max_size=3, threads=threads)
+    released: list[float] = []
+    try:
+        await pool.open()
+
+        async def caller(ready: anyio.Event) -> None:
+            async with pool.connection() as conn:
+                ready.set()
+                with pytest.raises(poolkit.PoolClosed, match="was running"):
+                    await conn.run(lambda raw: gate.wait(60))  # ignores the driver cancel
+                released.append(time.monotonic())
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(3):
+                ready = anyio.Event()
+                tg.start_soon(caller, ready)
+                await ready.wait()
+            await anyio.sleep(0.05)
+            started = time.monotonic()
+            with anyio.fail_after(5.0 + BOUND):
+                assert await pool.close() == 3
+            took = time.monotonic() - started
+        assert 4.5 < took < 5.0 + BOUND, f"close() took {took:.2f} s"
+        assert len(released) == 3
+        assert all(at - started < 5.0 + BOUND for at in released)
+        assert len(pool_threads(pool)) == 3  # the stuck ones, left to finish by themselves
+    finally:
+        gate.set()
+    await gone("the abandoned threads to end", lambda: not pool_threads(pool))
+    assert driver.connections == {}, "each abandoned thread closed its connection"
+    driver.close()
+
+
+async def test_default_close_does_not_wait_for_connects_that_hang(deaf: socket.socket) -> None:
+    port = deaf.getsockname()[1]
+    dsn = f"host=127.0.0.1 port={port} dbname=test user=postgres connect_timeout=30"
+    pool = poolkit.Pool(psycopg2, dsn, min_size=2, max_size=2)
+    await pool.open(wait=False)
+    await anyio.sleep(0.1)  # both connects are inside the driver
+    started = time.monotonic()
+    with anyio.fail_after(BOUND):
+        assert await pool.close() == 2
+    assert time.monotonic() - started < 1.5, "a connect in progress holds close() up"
+    stuck = pool_threads(pool)
+    assert len(stuck) == 2
+    deaf.close()  # the connects fail: each thread ends by itself
+    await gone("the connecting threads to end", lambda: not pool_threads(pool))

@@ -252,7 +252,10 @@ async def test_a_password_read_from_a_url_never_shows(caplog: pytest.LogCaptureF
         await pool.open()
     message = str(info.value)
     assert "'password': '***'" in message  # the driver's message, masked
-    for text in (message, caplog.text, repr(pool), str(pool.stats())):
+    error = info.value.connect_error  # the driver's exception, masked too
+    assert error is not None and "'password': '***'" in str(error)
+    shown = (message, caplog.text, repr(pool), str(pool.stats()), str(error), repr(error.args))
+    for text in shown:
         assert "s3@cret" not in text and "s3%40cret" not in text
 
 

@@ -175,6 +175,7 @@ class Conformance:
     report: Report = field(default_factory=Report)
     tmp: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="poolkit-conformance-"))
     _targets: dict[tuple[str, str], Target | str] = field(default_factory=dict)
+    _not_run: dict[tuple[str, str], NotRun] = field(default_factory=dict)
 
     def cases(self) -> list[Case]:
         out = []
@@ -197,10 +198,10 @@ class Conformance:
         if isinstance(target, Target) or case.backend in self.required:
             return True
         key = (case.backend, case.driver)
-        pools = tuple(c.adapter.name for c in self.cases() if (c.backend, c.driver) == key)
-        item = NotRun(case.backend, case.driver, pools, target)
-        if item not in self.report.not_run:
-            self.report.add_not_run(item)
+        if key not in self._not_run:
+            pools = tuple(c.adapter.name for c in self.cases() if (c.backend, c.driver) == key)
+            self._not_run[key] = NotRun(case.backend, case.driver, pools, target)
+            self.report.add_not_run(self._not_run[key])
         return False
 
     def target(self, backend: str, driver: str) -> Target | str:
@@ -384,6 +385,7 @@ class _ConformancePlugin:
         )
         return rep
 
+    @pytest.hookimpl(trylast=True)  # after -k/-m: only selected cases reach a server
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[Any]) -> None:
         """Leave out the cases whose backend or driver cannot be had here (listed in the
         summary with what would enable them), unless their backend is required."""

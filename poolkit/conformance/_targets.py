@@ -18,7 +18,6 @@ sessions are counted on PgBouncer's admin console (``SHOW CLIENTS``), by applica
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import importlib
 import re
@@ -324,9 +323,8 @@ class Target:
         try:
             return self.module.connect(*self.args, **self.kwargs)
         except Exception as exc:
-            masked = copy.copy(exc)
-            masked.args = tuple(self.redact(a) if isinstance(a, str) else a for a in exc.args)
-            error = masked.with_traceback(None)
+            redact = Redactor(self.args, self.kwargs, self.secrets)
+            error = redact.masked(exc) or TargetError(redact.exception(exc))
         raise error from None
 
     def q(self, n: int = 0, name: str | None = None) -> str:

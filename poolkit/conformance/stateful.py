@@ -63,6 +63,7 @@ import anyio
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from poolkit._optional import require, unavailable
+from poolkit._profiles import profile_for
 
 try:
     from hypothesis import HealthCheck, settings
@@ -142,6 +143,11 @@ FAULT_PLANS = st.one_of(
         ops=("connect", "execute", "fetchall", "commit", "rollback", "close"),
     ),
 )
+
+
+def _is_config_error(error: BaseException, driver: Any) -> bool:
+    """Whether the driver's profile calls ``error`` a configuration mistake (no retry fixes)."""
+    return profile_for(driver).is_config_error(error, driver)
 
 
 @dataclass
@@ -348,7 +354,12 @@ class PoolMachine(RuleBasedStateMachine):
                 return
             if self.closing and isinstance(op.error, self._subject.closed_error):
                 return
-            if type(op.error).__name__ in self.raised_on_connect:
+            if type(op.error).__name__ in self.raised_on_connect and _is_config_error(
+                op.error, self.driver
+            ):
+                # A plan raised a configuration mistake on connect (say, ProgrammingError):
+                # a pool may fail its callers at once with it. A transient error (refused,
+                # OperationalError) must still be retried, never passed on.
                 self.connect_errors_passed_on += 1
                 return
             raise op.error

@@ -400,6 +400,16 @@ def test_a_server_at_the_default_address_is_used(
     refused.stdout.fnmatch_lines(["*postgres (psycopg2): postgres via psycopg2 is unreachable*"])
 
 
+def test_deselected_cases_reach_no_server(pytester: pytest.Pytester) -> None:
+    """-k/-m run first: backends of deselected cases are not even looked for."""
+    result = pytester.runpytest(
+        *ARGS, "--pool-conformance", "-k", "sqlite3 and test_select_one_round_trip"
+    )
+    assert result.ret == pytest.ExitCode.OK
+    result.stdout.fnmatch_lines(["sqlite/sqlite3/poolkit*embedded*"])
+    result.stdout.no_fnmatch_line("*not run*")  # postgres, mysql, mssql were never resolved
+
+
 def test_the_matrix_is_printed_on_request_and_fits_100_columns(
     pytester: pytest.Pytester,
 ) -> None:
