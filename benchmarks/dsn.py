@@ -8,12 +8,11 @@ place; the native async drivers get URLs and keywords derived here.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from poolkit.conformance._defaults import DEFAULT_DSNS
+from poolkit.conformance._defaults import DEFAULT_DSNS, default_dsn
 from poolkit.conformance._targets import TargetError, build_target
 
 ENV = {"postgres": "POOLKIT_POSTGRES_DSN", "mysql": "POOLKIT_MYSQL_DSN"}
@@ -50,7 +49,7 @@ class Server:
     @classmethod
     def from_env(cls, backend: str) -> Server:
         """The server of ``backend`` from its environment variable (or the default)."""
-        dsn = os.environ.get(ENV[backend], DEFAULTS[backend])
+        dsn = default_dsn(backend) or DEFAULTS[backend]
         if backend == "postgres":
             if dsn.startswith(("postgres://", "postgresql://")):
                 parts = urlsplit(dsn)

@@ -21,8 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._redact import Redactor
-from ._defaults import DEFAULT_DSNS, answers, default_dsn, env_dsn
-from ._targets import address
+from ._defaults import DEFAULT_DSNS, answers, default_dsn, env_dsn, find
 
 __all__ = [
     "DEFAULT_DSNS",
@@ -35,12 +34,6 @@ __all__ = [
 ]
 
 PGBOUNCER = "postgres-pgbouncer"
-
-
-def _default_address(backend: str) -> tuple[str, int]:
-    found = address(backend, DEFAULT_DSNS[backend])
-    assert found is not None, "every default DSN is a TCP address"
-    return found
 
 
 #: image and how to read a DSN from the started container, per backend
@@ -124,18 +117,15 @@ class Resolver:
         if backend == "sqlite":
             return Resolved(backend, None, "embedded")
         env = env_dsn(backend)
-        dsn = self.dsns.get(backend) or os.environ.get(env)
-        if dsn:
-            return Resolved(backend, dsn, "dsn")
         how = f"set {env} or pass --pool-dsn {backend}=DSN"
+        found = find(backend, self.dsns.get(backend))
+        if found.dsn is not None:
+            return Resolved(backend, found.dsn, found.source)
         if backend == PGBOUNCER:
             return self._start_pgbouncer(how)
         missing = f"no DSN for {backend} ({how})"
         if backend in DEFAULT_DSNS:
-            host, port = _default_address(backend)
-            if answers(host, port):
-                return Resolved(backend, DEFAULT_DSNS[backend], "default")
-            missing += f", nothing answers at the default {host}:{port}"
+            missing += f", {found.why}"
         if not self.use_containers:
             return Resolved(backend, None, "unavailable", missing)
         if self._docker is None:

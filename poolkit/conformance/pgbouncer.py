@@ -56,8 +56,8 @@ from typing import Any
 
 from .._optional import unavailable
 from .._redact import Redactor
-from ._defaults import DEFAULT_DSNS, answers, default_dsn
-from ._targets import TargetError, _pg_parts, address
+from ._defaults import DEFAULT_DSNS, find
+from ._targets import TargetError, _pg_parts
 
 __all__ = [
     "AdminConsole",
@@ -544,22 +544,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--upstream",
-        default=default_dsn("postgres"),
         help="the PostgreSQL server's DSN (default: POOLKIT_POSTGRES_DSN, else "
-        f"{DEFAULT_DSNS['postgres']!r})",
+        f"{DEFAULT_DSNS['postgres']!r} when a server answers there)",
     )
     parser.add_argument("--pool-size", type=int, default=20, help="default_pool_size (20)")
     parser.add_argument("--max-client-conn", type=int, default=200, help="max_client_conn (200)")
     args = parser.parse_args(argv)
-    if not args.upstream:
-        parser.error("--upstream DSN is required (or set POOLKIT_POSTGRES_DSN)")
-    if args.upstream == DEFAULT_DSNS["postgres"]:
-        where = address("postgres", args.upstream)
-        if where is not None and not answers(*where):
-            parser.error(
-                f"nothing answers at {where[0]}:{where[1]}, the default for PostgreSQL: "
-                "pass --upstream DSN or set POOLKIT_POSTGRES_DSN"
-            )
+    found = find("postgres", args.upstream)
+    if found.dsn is None:
+        parser.error(f"{found.why}: pass --upstream DSN or set POOLKIT_POSTGRES_DSN")
+    args.upstream = found.dsn
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         bouncer = start(

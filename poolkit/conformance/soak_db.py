@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
 import random
 import sys
 import tempfile
@@ -38,8 +37,8 @@ import anyio
 import poolkit
 from poolkit._optional import unavailable
 
-from ._defaults import DEFAULT_DSNS, answers, default_dsn, env_dsn
-from ._targets import BACKENDS, DRIVERS, Target, TargetError, address, build_target
+from ._defaults import DEFAULT_DSNS, env_dsn, find
+from ._targets import BACKENDS, DRIVERS, Target, TargetError, build_target
 from .adapters import DEFAULT_ADAPTERS, PoolAdapter, PoolHandle
 
 __all__ = ["SoakResult", "main", "soak"]
@@ -328,19 +327,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.anyio_backend == "trio" and (why := unavailable("trio")) is not None:
         parser.error(f"--anyio-backend trio: {why}")
     driver = args.driver or DRIVERS[args.backend][0]
-    env = env_dsn(args.backend)
-    dsn = args.dsn or default_dsn(args.backend)
-    if not dsn:
-        print(f"soak_db: no DSN for {args.backend}: pass --dsn or set {env}")
+    found = find(args.backend, args.dsn)
+    if found.dsn is None:
+        env = env_dsn(args.backend)
+        print(f"soak_db: no DSN for {args.backend} ({found.why}): pass --dsn or set {env}")
         return 2
-    if not args.dsn and not os.environ.get(env):
-        where = address(args.backend, dsn)
-        if where is not None and not answers(*where):
-            print(
-                f"soak_db: nothing answers at {where[0]}:{where[1]}, the default for "
-                f"{args.backend}: start the server there, or pass --dsn or set {env}"
-            )
-            return 2
+    dsn = found.dsn
     adapters = {a.name: a for a in DEFAULT_ADAPTERS}
     adapter = adapters.get(args.adapter)
     if adapter is None:

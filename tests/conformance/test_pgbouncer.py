@@ -440,7 +440,7 @@ def test_command_line_without_an_upstream_is_a_usage_error(
         pgbouncer.main([])
     assert exited.value.code == 2
     err = capsys.readouterr().err
-    assert "nothing answers at 127.0.0.1:1, the default for PostgreSQL" in err
+    assert "nothing answers at the default 127.0.0.1:1" in err
     assert "pass --upstream DSN or set POOLKIT_POSTGRES_DSN" in err
 
 
