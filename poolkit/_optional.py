@@ -68,9 +68,7 @@ def unavailable(name: str) -> str | None:
     """None when ``name`` imports, else one line saying why not and what to install."""
     try:
         importlib.import_module(name)
-    except ImportError as exc:
-        return _why(name, exc)
-    except OSError as exc:  # an extension that loads its library by hand (ctypes)
+    except (ImportError, OSError) as exc:  # OSError: a library loaded by hand (ctypes)
         return _why(name, exc)
     return None
 

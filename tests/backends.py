@@ -7,7 +7,6 @@ DSNs come from ``POOLKIT_POSTGRES_DSN`` (libpq key=value or URL) and ``POOLKIT_M
 
 from __future__ import annotations
 
-import importlib
 import os
 import sqlite3
 import uuid
@@ -22,7 +21,7 @@ import pytest
 
 import poolkit
 from poolkit._dsn import mysql_keywords
-from poolkit._optional import unavailable
+from poolkit._optional import MissingDependency, require, unavailable
 from poolkit.conformance._defaults import DEFAULT_DSNS
 
 # The documented defaults, shared with the conformance suite, soak_db and the benchmarks.
@@ -176,10 +175,10 @@ def no_default_servers(monkeypatch: pytest.MonkeyPatch) -> None:
 def need(name: str) -> Any:
     """``import name``, or skip the test with what to install: also when the module is
     installed but cannot load (pyodbc without unixODBC), which ``pytest.importorskip`` fails."""
-    why = unavailable(name)
-    if why is not None:
-        pytest.skip(why)
-    return importlib.import_module(name)
+    try:
+        return require(name)
+    except MissingDependency as exc:
+        pytest.skip(str(exc))
 
 
 SERVER_BACKENDS: dict[str, Callable[[], Backend]] = {"postgres": _postgres, "mysql": _mysql}

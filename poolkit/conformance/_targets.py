@@ -19,7 +19,6 @@ sessions are counted on PgBouncer's admin console (``SHOW CLIENTS``), by applica
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -29,7 +28,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from .._dsn import mysql_keywords, scheme_of, split_url
-from .._optional import unavailable
+from .._optional import MissingDependency, require
 from .._redact import Redactor
 
 __all__ = [
@@ -460,10 +459,10 @@ def _odbc_string(**items: Any) -> str:
 def _import(name: str) -> Any:
     """The driver module, or TargetError saying what to install (not installed, or installed
     but unable to load its library: pyodbc without unixODBC)."""
-    why = unavailable(name)
-    if why is not None:
-        raise TargetError(why)
-    return importlib.import_module(name)
+    try:
+        return require(name)
+    except MissingDependency as exc:
+        raise TargetError(str(exc)) from None
 
 
 def build_target(backend: str, driver: str, dsn: str | None, source: str, tmp: str) -> Target:
