@@ -283,7 +283,6 @@ def configure(config: pytest.Config) -> None:
     report_path = config.getoption("pool_report") or None
     if report_path:
         _check_writable(report_path)
-    _quiet_skips(config)
     reporter = config.pluginmanager.get_plugin("terminalreporter")
 
     def say(text: str) -> None:
@@ -324,15 +323,9 @@ def _quiet_skips(config: pytest.Config) -> None:
     given = config.invocation_params.args
     if any(str(a).startswith(("-r", "--report-chars")) for a in given):
         return
-    chars = str(config.option.reportchars or "")
-    chars = chars.replace("A", "PpfEX").replace("a", "fEX")
-    chars = "".join(dict.fromkeys(c for c in chars if c not in "sxN"))
-    config.option.reportchars = chars or "N"
-    if "w" not in chars and not getattr(config.option, "disable_warnings", False):
-        chars += "w"  # as pytest does: the warnings summary stays
     reporter = config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:  # it read the option already
-        reporter.reportchars = chars
+    if reporter is not None:  # it holds -r's letters expanded (a, A and the aliases)
+        reporter.reportchars = "".join(c for c in reporter.reportchars if c not in "sx")
 
 
 def _check_writable(path: str) -> None:
@@ -384,6 +377,9 @@ class _ConformancePlugin:
             )
         )
         return rep
+
+    def pytest_sessionstart(self, session: pytest.Session) -> None:
+        _quiet_skips(session.config)  # the terminal reporter has read its options by now
 
     @pytest.hookimpl(trylast=True)  # after -k/-m: only selected cases reach a server
     def pytest_collection_modifyitems(self, config: pytest.Config, items: list[Any]) -> None:
