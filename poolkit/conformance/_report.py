@@ -91,6 +91,14 @@ class Report:
                 out[r.outcome] = out.get(r.outcome, 0) + 1
         return out
 
+    def line(self, case: str) -> tuple[str, int, int, int, int]:
+        """A case's source and its pass, fail (unexpected passes included), not supported
+        and skip counts."""
+        t = self.totals(case)
+        source = next(r.source for r in self.results if r.case == case)
+        failed = t.get("fail", 0) + t.get("unexpected pass", 0)
+        return source, t.get("pass", 0), failed, t.get("not supported", 0), t.get("skip", 0)
+
     def rows(self) -> Iterable[tuple[str, list[str]]]:
         for check in self.checks():
             cells = []
@@ -111,12 +119,9 @@ class Report:
             "|---|---|---|---|---|---|",
         ]
         for case in cases:
-            t = self.totals(case)
-            source = next(r.source for r in self.results if r.case == case)
-            fails = t.get("fail", 0) + t.get("unexpected pass", 0)
+            source, passed, failed, not_supported, skipped = self.line(case)
             lines.append(
-                f"| {case} | {source} | {t.get('pass', 0)} | {fails} | {t.get('skip', 0)} "
-                f"| {t.get('not supported', 0)} |"
+                f"| {case} | {source} | {passed} | {failed} | {skipped} | {not_supported} |"
             )
         lines += ["", "| check | " + " | ".join(cases) + " |"]
         lines.append("|---|" + "---|" * len(cases))
@@ -179,10 +184,7 @@ class Report:
         lines: list[str] = []
         rows = []
         for case in self.cases():
-            t = self.totals(case)
-            source = next(r.source for r in self.results if r.case == case)
-            fails = t.get("fail", 0) + t.get("unexpected pass", 0)
-            counts = (t.get("pass", 0), fails, t.get("not supported", 0), t.get("skip", 0))
+            source, *counts = self.line(case)
             rows.append((case, source, *(str(n) for n in counts)))
         header = ("case (backend/driver/pool)", "source", "pass", "fail", "n/s", "skip")
         if rows:
