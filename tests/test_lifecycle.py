@@ -7,6 +7,7 @@ import socket
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -15,9 +16,12 @@ import anyio.to_thread
 import psycopg2
 import pymysql
 import pytest
+from psycopg2.extensions import parse_dsn
 
 import poolkit
+from poolkit.conformance.proxy import FaultProxy
 from poolkit.fakes import FakeDriver, Plan, Refuse
+from tests.backends import Backend, resolve
 
 pytestmark = pytest.mark.anyio
 
@@ -310,3 +314,99 @@ async def test_default_close_does_not_wait_for_connects_that_hang(deaf: socket.s
     assert len(stuck) == 2
     deaf.close()  # the connects fail: each thread ends by itself
     await gone("the connecting threads to end", lambda: not pool_threads(pool))
+
+
+def _through(proxy: FaultProxy, backend: Backend, tag: str) -> poolkit.Pool:
+    """A pool of 4 connections to ``backend`` through ``proxy``; PostgreSQL sessions carry
+    ``tag`` as their application_name."""
+    if backend.name == "postgres":
+        parts = parse_dsn(backend.args[0])
+        parts.update(host="127.0.0.1", port=str(proxy.port), application_name=tag)
+        return poolkit.Pool(
+            psycopg2, connect_kwargs=parts, min_size=4, max_size=4, check_idle_after=None
+        )
+    kwargs = {**backend.kwargs, "host": "127.0.0.1", "port": proxy.port}
+    return poolkit.Pool(
+        pymysql, connect_kwargs=kwargs, min_size=4, max_size=4, check_idle_after=None
+    )
+
+
+def _upstream(backend: Backend) -> tuple[str, int]:
+    if backend.name == "postgres":
+        parts = parse_dsn(backend.args[0])
+        return parts.get("host") or "127.0.0.1", int(parts.get("port") or 5432)
+    return str(backend.kwargs["host"]), int(backend.kwargs["port"])
+
+
+def _sessions(backend: Backend, tag: str, ids: list[int]) -> int:
+    """The pool's sessions still on the server (by application_name, or by session id)."""
+    if backend.name == "postgres":
+        sql = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+        return int(backend.run(sql, (tag,))[0][0])
+    listed = ", ".join(str(int(i)) for i in ids)
+    sql = f"SELECT count(*) FROM information_schema.PROCESSLIST WHERE ID IN ({listed})"
+    return int(backend.run(sql)[0][0])
+
+
+@pytest.mark.parametrize("name", ["postgres", "mysql"])
+async def test_close_on_a_frozen_server_releases_every_caller_and_leaves_nothing(
+    name: str, tmp_path: Any
+) -> None:
+    """4 callers on a server that stopped answering (FaultProxy.deafen): two have a statement
+    stuck in the driver, two had one time out (its driver cancel hangs too, and the statement
+    is still inside the driver). close() returns within its bound, each stuck caller gets
+    PoolClosed at the force, at most one cancel helper per connection ever runs (the force
+    sends none for a call whose cancel is in flight), and once the network answers again the
+    abandoned threads close their connections and exit: no thread and no server session of
+    the pool remains."""
+    backend = resolve(name, tmp_path)
+    tag = f"pk_close_{uuid.uuid4().hex[:10]}"
+    ids: list[int] = []
+    released: list[float] = []
+    with FaultProxy(*_upstream(backend), lifetime=120) as proxy:
+        pool = _through(proxy, backend, tag)
+        await pool.open()
+        try:
+            with CancelHelpers(pool) as helpers:
+                go, closed = anyio.Event(), anyio.Event()
+
+                async def caller(ready: anyio.Event, timing_out: bool) -> None:
+                    async with pool.connection() as conn:
+                        row = await conn.fetchone(backend.session_id_sql)
+                        assert row is not None
+                        ids.append(int(row[0]))
+                        ready.set()
+                        await go.wait()
+                        if timing_out:  # its cancel hangs; close() must not send another
+                            with pytest.raises(poolkit.QueryTimeout):
+                                await conn.fetchone("SELECT 1", timeout=0.2)
+                            await closed.wait()
+                        with pytest.raises(poolkit.PoolClosed):
+                            await conn.fetchone("SELECT 2")
+                        if not timing_out:
+                            released.append(time.monotonic())
+
+                async with anyio.create_task_group() as tg:
+                    for i in range(4):
+                        ready = anyio.Event()
+                        tg.start_soon(caller, ready, i % 2 == 0)
+                        await ready.wait()
+                    proxy.deafen()
+                    go.set()
+                    await anyio.sleep(0.6)  # each first call timed out; its cancel hangs
+                    started = time.monotonic()
+                    with anyio.fail_after(BOUND):
+                        assert await pool.close(timeout=0.2) == 4
+                    took = time.monotonic() - started
+                    closed.set()
+                assert took < BOUND, f"close() took {took:.2f} s"
+                assert len(released) == 2
+                assert all(at - started < BOUND for at in released)
+                assert helpers.most <= 4, f"{helpers.most} cancel helpers for 4 connections"
+        finally:
+            proxy.hear()
+        await gone("the pool's threads to end", lambda: not pool_threads(pool))
+        await gone(
+            "the pool's sessions to end",
+            lambda: _sessions(backend, tag, ids) == 0,
+        )
