@@ -62,6 +62,7 @@ class PooledConn:
         "cancel_seq",
         "checked_out_at",
         "completed",
+        "fd",
         "forced",
         "in_tx",
         "interrupted",
@@ -92,6 +93,7 @@ class PooledConn:
         self.forced = False  # taken away by close(timeout=...)
         self.submitted = 0
         self.completed = 0
+        self.fd: int | None = None  # the socket, where the driver shows it (see has_news)
         # The future the holder awaits now (a call, or the health check before hand-out):
         # a forced close fails it, so the holder is not left waiting on a stuck driver.
         self.pending: Any = None

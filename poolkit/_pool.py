@@ -32,7 +32,7 @@ from ._dsn import is_url
 from ._errors import PoolClosed, PoolError, PoolTimeout, TooManyWaiters
 from ._leaks import acquire_site, format_site, overdue
 from ._link import Abandoned, Link, Outcome
-from ._profiles import DriverProfile, driver_name, profile_for
+from ._profiles import DriverProfile, driver_name, has_news, profile_for
 from ._redact import Redactor
 from ._rows import Row
 from ._state import NOTHING, Actions, PoolState, Slot, SlotState, validate_sizes
@@ -766,7 +766,11 @@ class Pool:
         if self._state.is_suspect(slot):  # created before a disconnect and not checked since
             return True
         after = self._check_idle_after
-        return after is not None and now - slot.idle_since >= after
+        if after is not None and now - slot.idle_since >= after:
+            return True
+        # The server spoke to an idle connection (closed it after a restart, reset it, sent a
+        # termination notice): ping it rather than hand a caller a dead connection.
+        return conn.fd is not None and has_news(conn.fd)
 
     async def _check(self, conn: PooledConn) -> bool:
         """Ping a connection the caller holds; on failure it is discarded (False)."""
@@ -934,6 +938,8 @@ class Pool:
             return
         in_tx, autocommit, took = outcome[1]
         conn.in_tx = in_tx
+        socket_fd = conn.link.profile.socket_fd if conn.link.profile is not None else None
+        conn.fd = socket_fd(conn.link.raw) if socket_fd is not None else None
         conn.base_autocommit = conn.last_autocommit = autocommit
         if self._driver is None:
             self._driver = conn.link.driver

@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import functools
 import re
+import select
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -77,6 +78,37 @@ def _generic_disconnect(exc: BaseException, raw: Raw | None, driver: Any) -> boo
     return False
 
 
+def _fileno(raw: Raw) -> int | None:
+    """``raw.fileno()`` (psycopg2, psycopg): None when the connection has no socket now."""
+    try:
+        fd = raw.fileno()
+    except Exception:  # closed, or not connected
+        return None
+    return fd if isinstance(fd, int) and fd >= 0 else None
+
+
+def _pymysql_fd(raw: Raw) -> int | None:
+    sock = getattr(raw, "_sock", None)
+    try:
+        return int(sock.fileno()) if sock is not None else None
+    except (OSError, ValueError):
+        return None
+
+
+def has_news(fd: int) -> bool:
+    """Whether the socket ``fd`` has something to read now (data, end of file or an error),
+    without waiting: ~1 µs, on any thread, without touching the driver."""
+    if _POLL is not None:
+        poller = _POLL()
+        poller.register(fd, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(0))
+    readable, _, broken = select.select([fd], [], [fd], 0)
+    return bool(readable or broken)
+
+
+_POLL = getattr(select, "poll", None)  # not on Windows, where select() takes sockets
+
+
 @dataclass(frozen=True)
 class DriverProfile:
     """How poolkit talks to one driver. Override fields with :func:`dataclasses.replace`."""
@@ -113,6 +145,11 @@ class DriverProfile:
     #: AttributeError, ImportError and the driver's ProgrammingError / NotSupportedError
     #: (MySQL's "too many connections" numbers excepted, whatever their class).
     is_config_error: Callable[[BaseException, Any], bool] = _config_errors.generic
+    #: (raw connection) -> its socket's file descriptor, or None where the driver does not
+    #: show one. An idle connection whose socket has something to read has heard from the
+    #: server while nobody asked (a close after a restart, a reset, a termination notice):
+    #: it is pinged before it is handed out, so a restart costs no caller a failed call.
+    socket_fd: Callable[[Raw], int | None] | None = None
 
 
 # ----- psycopg2 --------------------------------------------------------------------------
@@ -198,6 +235,7 @@ PSYCOPG2 = DriverProfile(
     in_transaction=_pg_in_tx,
     parse_url=functools.partial(postgres_arguments, "psycopg2"),
     is_config_error=_config_errors.libpq,
+    socket_fd=_fileno,
 )
 
 
@@ -259,6 +297,7 @@ PYMYSQL = DriverProfile(
     tx_status_after_error=False,  # server_status is updated from OK/EOF packets only
     parse_url=functools.partial(mysql_arguments, "pymysql"),
     is_config_error=_config_errors.mysql,
+    socket_fd=_pymysql_fd,
 )
 
 MYSQLDB = DriverProfile(
@@ -469,7 +508,7 @@ ORACLEDB = DriverProfile(
 )
 
 #: psycopg 3 as a plain PEP 249 driver: the generic profile, plus libpq's configuration errors.
-PSYCOPG = DriverProfile(name="psycopg", is_config_error=_config_errors.libpq)
+PSYCOPG = DriverProfile(name="psycopg", is_config_error=_config_errors.libpq, socket_fd=_fileno)
 
 GENERIC = DriverProfile(name="generic")
 

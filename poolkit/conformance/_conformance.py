@@ -422,6 +422,13 @@ class _ConformancePlugin:
         shutil.rmtree(self.state.tmp, ignore_errors=True)
 
 
+def lacks(adapter: Any, backend: str, driver: str) -> frozenset[str]:
+    """The capabilities ``adapter`` declares but lacks on this backend and driver: an adapter
+    may define ``lacks(backend, driver)`` (optional) for what only some drivers allow."""
+    method = getattr(adapter, "lacks", None)
+    return frozenset(method(backend, driver)) if callable(method) else frozenset()
+
+
 def _loop_of(item: pytest.Item) -> str | None:
     """The anyio backend a check ran on (its fixture parameter), if any."""
     spec = getattr(item, "callspec", None)
@@ -487,7 +494,8 @@ def pool_case(request: pytest.FixtureRequest) -> Case:
     needs = set(marker.args) if marker is not None else set()
     if _loop_of(request.node) == "trio":
         needs.add("trio")
-    missing = sorted(needs - set(case.adapter.capabilities))
+    have = set(case.adapter.capabilities) - lacks(case.adapter, case.backend, case.driver)
+    missing = sorted(needs - have)
     if missing:
         request.applymarker(
             pytest.mark.xfail(strict=True, reason=f"not supported: {', '.join(missing)}")

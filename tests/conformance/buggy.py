@@ -6,23 +6,45 @@ them; each claims every capability poolkit has, so its checks run and should fai
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import poolkit
 from poolkit.conformance._targets import Target
 from poolkit.conformance.adapters import PoolHandle, PoolkitAdapter
 
 
+def _blind(target: Target, options: dict[str, Any]) -> dict[str, Any]:
+    """Pool options under which poolkit does not look at idle connections' sockets."""
+    profile = dataclasses.replace(poolkit.profile_for(target.module), socket_fd=None)
+    return {**options, "profile": profile}
+
+
+class NoSocketLook(PoolkitAdapter):
+    """The pool does not notice that the server closed or reset an idle connection (it does
+    not look at the socket): after a restart, callers that arrive together each get one of
+    the dead connections, before any of them reports the disconnect."""
+
+    name = "poolkit-no-socket-look"
+
+    @asynccontextmanager
+    async def pool(self, target: Target, **options: Any) -> AsyncIterator[PoolHandle]:
+        async with super().pool(target, **_blind(target, options)) as handle:
+            yield handle
+
+
 class NoInvalidation(PoolkitAdapter):
-    """A disconnect seen on one connection makes no other connection suspect: after a
-    restart, each stale idle connection is handed out and fails its caller."""
+    """A disconnect seen on one connection makes no other connection suspect (nor does the
+    pool look at idle sockets, which would hide the bug): after a restart, each stale idle
+    connection is handed out and fails its caller."""
 
     name = "poolkit-no-invalidation"
 
     @asynccontextmanager
     async def pool(self, target: Target, **options: Any) -> AsyncIterator[PoolHandle]:
-        async with super().pool(target, **options) as handle:
+        async with super().pool(target, **_blind(target, options)) as handle:
             handle.native._state.invalidate = lambda now: None  # type: ignore[attr-defined]
             yield handle
 

@@ -75,8 +75,9 @@ def test_network_checks_fail_on_the_bugs_they_name(
     pytester: pytest.Pytester, tmp_path: Path
 ) -> None:
     """On PostgreSQL through the fault proxy: without invalidation, a reset of every
-    connection costs one failed call per connection (as does killing every session); an
-    acquire that waits for the driver instead of its own timeout hangs on a deaf server."""
+    connection costs one failed call per connection (as does killing every session); without
+    a look at idle sockets, so does a burst of callers after the reset; an acquire that waits
+    for the driver instead of its own timeout hangs on a deaf server."""
     dsn = _postgres(tmp_path)
     common = (
         *ARGS,
@@ -93,6 +94,16 @@ def test_network_checks_fail_on_the_bugs_they_name(
     )
     stale.assert_outcomes(failed=2)
     stale.stdout.fnmatch_lines(["*3 of 12 calls failed after 3 connections were reset*"])
+    burst = pytester.runpytest(
+        *common,
+        "--pool-under-test=tests.conformance.buggy:NoSocketLook",
+        "-k",
+        "asyncio and (test_a_burst_after_every_connection_reset_costs_at_most_one_call "
+        "or test_every_connection_reset_costs_at_most_one_call)",
+    )
+    # the sequential calls still find the dead connections suspect; the burst does not
+    burst.assert_outcomes(passed=1, failed=1)
+    burst.stdout.fnmatch_lines(["*4 of 16 concurrent calls failed after 4 connections were*"])
     deaf = pytester.runpytest(
         *common,
         "--pool-under-test=tests.conformance.buggy:NoAcquireTimeout",

@@ -188,6 +188,25 @@ async def calls(pool: Any, target: Target, count: int) -> list[BaseException]:
     return failed
 
 
+async def burst(pool: Any, target: Target, count: int) -> list[BaseException]:
+    """``count`` callers at once, each with a connection of its own for one call; the driver
+    errors they raised (a wrong answer or any other error fails the check)."""
+    failed: list[BaseException] = []
+
+    async def one(i: int) -> None:
+        try:
+            async with pool.connection(timeout=HANG) as conn:
+                await scalar(conn, 300 + i)
+        except target.module.Error as exc:
+            failed.append(exc)
+
+    with anyio.fail_after(HANG * 2):
+        async with anyio.create_task_group() as tg:
+            for i in range(count):
+                tg.start_soon(one, i)
+    return failed
+
+
 @asynccontextmanager
 async def watched(target: Target, pool_target: Target | None = None) -> AsyncIterator[Watch]:
     """A :class:`Watch` over sessions opened with its ``connect`` arguments.

@@ -19,7 +19,7 @@ import pytest
 from poolkit.conformance._targets import Target
 from poolkit.conformance.proxy import FaultProxy, ProxyError
 
-from ._server import HANG, calls, no_leak, require, scalar, serves, watched
+from ._server import HANG, burst, calls, no_leak, require, scalar, serves, watched
 from ._support import not_supported, rows
 
 pytestmark = pytest.mark.anyio
@@ -118,6 +118,32 @@ async def test_every_connection_reset_costs_at_most_one_call(target: Target, ada
             assert len(failed) <= 1, (
                 f"{len(failed)} of {4 * size} calls failed after {size} connections were "
                 f"reset: {failed[:2]!r}"
+            )
+            await serves(pool, via)
+            await no_leak(watch, size)
+
+
+@pytest.mark.requires("restart_burst")
+async def test_a_burst_after_every_connection_reset_costs_at_most_one_call(
+    target: Target, adapter: Any
+) -> None:
+    """Every connection of an idle pool is reset at once (a restart, as the client sees it),
+    then many callers arrive together, each wanting one call: at most one of them fails (the
+    pool must not hand each caller one of its dead connections), and the pool holds no more
+    sessions than it may."""
+    require(target, "sessions")
+    size = 4
+    async with proxied(target) as (proxy, via), watched(target, via) as watch:
+        async with adapter.pool(
+            via, min_size=size, max_size=size, timeout=HANG, **watch.connect
+        ) as pool:
+            await serves(pool, via)
+            await quiet(proxy)
+            assert proxy.reset_all() >= size
+            failed = await burst(pool, via, 4 * size)
+            assert len(failed) <= 1, (
+                f"{len(failed)} of {4 * size} concurrent calls failed after {size} connections "
+                f"were reset: {failed[:2]!r}"
             )
             await serves(pool, via)
             await no_leak(watch, size)
