@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ._backoff import Gate
 from ._profiles import DriverProfile, profile_for
 
 __all__ = ["CursorBox", "Link", "Outcome", "Snapshot"]
@@ -184,14 +185,15 @@ class Link:
         configure: Callable[[Raw], object] | None,
         delay: float,
         stop: threading.Event,
-        wake: threading.Event,
+        gate: Gate,
         clock: Callable[[], float],
     ) -> tuple[bool | None, bool | None, float]:
         """Connect and configure; returns the transaction and autocommit states and the
         seconds that took by ``clock`` (the pool's), the back-off before it excluded."""
-        # `wake` ends the back-off early: another attempt got through (or the pool closes).
+        # The gate ends the back-off early: another attempt got through, the pool closes, or
+        # callers wait and it is this attempt's turn.
         if delay > 0:
-            wake.wait(delay)
+            gate.sleep(delay)
         if stop.is_set():
             raise Abandoned("pool closed during reconnect back-off")
         start = clock()

@@ -24,7 +24,7 @@ from typing import Any, Literal, NoReturn
 
 import anyio
 
-from ._backoff import Backoff
+from ._backoff import Backoff, Gate
 from ._bridge import Bridge, LoopFuture, current_bridge, forget
 from ._connection import DEFAULT as _DEFAULT
 from ._connection import AsyncConnection, PooledConn, call
@@ -239,7 +239,9 @@ class Pool:
         self._closed = False
         self._close_result: int | None = None
         self._stop = threading.Event()
-        self._wake = threading.Event()  # set (and replaced) when a connect succeeds
+        # Connect attempts sleep their back-off here: all wake when one connects (or the pool
+        # closes), and one at a time goes early while callers wait (recovery follows demand).
+        self._gate = Gate(self._backoff, lambda: self._state.waiting > 0)
         self._failure_round = 0
         self._closer_running = False
         self._last_connect_exc: BaseException | None = None
@@ -454,7 +456,7 @@ class Pool:
         if not state.closed:
             waiters, actions = state.close()
             self._stop.set()
-            self._wake.set()
+            self._gate.close()
             for waiter in waiters:
                 waiter.fail(
                     PoolClosed(f"pool {self.name} was closed while waiting for a connection")
@@ -745,6 +747,8 @@ class Pool:
             self._counters.rejected += 1
             raise
         self._apply(actions)
+        if self._counters.consecutive_connect_errors:  # attempts sleep in back-off: one may go
+            self._gate.poke()
         if self._config_error is not None and not self._state.connected:
             # Connecting fails with a configuration error and no connection could come back
             # to this caller: fail now, not at the timeout. The attempt `wait` may just have
@@ -917,7 +921,7 @@ class Pool:
         # fail together (say min_size=8 on a down server) step the delay once, not N times.
         conn.round = self._failure_round
         delay = self._backoff.delay(self._failure_round)
-        args = (self._connect, self._configure, delay, self._stop, self._wake, self._clock)
+        args = (self._connect, self._configure, delay, self._stop, self._gate, self._clock)
         worker.submit(link.run, (Link.connect, args), self._on_connected, conn)
 
     def _on_connected(
@@ -957,8 +961,7 @@ class Pool:
         c.consecutive_connect_errors = 0
         self._failure_round = 0
         self._config_error = None
-        self._wake.set()  # attempts sleeping in back-off try again now
-        self._wake = threading.Event()
+        self._gate.open()  # attempts sleeping in back-off try again now
         log.debug("pool %s: connection #%d opened", self.name, conn.id)
         if self._listeners:
             self._emit("connect", conn.id, extra={"create": took})

@@ -1,4 +1,5 @@
-"""A server restart seen by an idle pool: the burst of callers that follows fails no call.
+"""A server restart, as the pool lives it: the burst of callers that follows fails no call,
+and when the server comes back, waiting callers are served at once, not at the back-off.
 
 Every connection of an idle pool is reset (a restart or failover, as the client sees it),
 then many callers arrive at once, within ``check_idle_after``. Each idle connection whose
@@ -9,7 +10,9 @@ gets a dead connection (before this, one caller per pooled connection failed).
 from __future__ import annotations
 
 import socket
-from collections.abc import Iterator
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +137,104 @@ def test_has_news_sees_data_end_of_file_and_a_reset() -> None:
     finally:
         ours.close()
         theirs.close()
+
+
+class _Server:
+    """A "server" that refuses connects until told to accept: a ``connect=`` factory over a
+    SQLite file that raises sqlite3's transient "database is locked" meanwhile, and records
+    when each attempt was made."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.refusing = True
+        self.attempts: list[float] = []
+
+    def connect(self) -> sqlite3.Connection:
+        self.attempts.append(time.monotonic())
+        if self.refusing:
+            raise sqlite3.OperationalError("database is locked")
+        return sqlite3.connect(self.path, check_same_thread=False)
+
+
+def _pool(server: _Server, backoff: poolkit.Backoff) -> poolkit.Pool:
+    return poolkit.Pool(connect=server.connect, min_size=0, max_size=4, backoff=backoff)
+
+
+async def _until(check: Callable[[], bool]) -> None:
+    with anyio.fail_after(5):
+        while not check():
+            await anyio.sleep(0.005)
+
+
+async def test_waiting_callers_are_served_at_once_when_the_server_is_back(
+    tmp_path: Path,
+) -> None:
+    """The back-off is 2 s; a caller waits; the server accepts again: the caller is served
+    within a demand interval or so, not at the next back-off attempt. Meanwhile the waiting
+    caller makes attempts at most one per demand interval: no stampede."""
+    server = _Server(tmp_path / "db.sqlite")
+    backoff = poolkit.Backoff(2.0, 2.0, jitter=0.0, demand_interval=0.1)
+    async with _pool(server, backoff) as pool:
+        served: list[float] = []
+
+        async def caller() -> None:
+            async with pool.connection(timeout=10):
+                served.append(time.monotonic())
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(caller)
+            await _until(lambda: len(server.attempts) >= 1)
+            start = time.monotonic()
+            await anyio.sleep(1.0)
+            during = [t for t in server.attempts if t >= start]
+            assert 4 <= len(during) <= 12, during  # about one per 0.1 s, not max_size at once
+            server.refusing = False
+            back = time.monotonic()
+        assert served and served[0] - back < 1.0  # the back-off alone would take ~1-2 s
+
+
+async def test_without_waiting_callers_the_back_off_spaces_the_attempts(
+    tmp_path: Path,
+) -> None:
+    server = _Server(tmp_path / "db.sqlite")
+    backoff = poolkit.Backoff(2.0, 2.0, jitter=0.0, demand_interval=0.1)
+    pool = poolkit.Pool(connect=server.connect, min_size=1, max_size=4, backoff=backoff)
+    await pool.open(wait=False)  # it keeps trying for min_size, with nobody waiting
+    try:
+        await _until(lambda: len(server.attempts) >= 1)
+        count = len(server.attempts)
+        await anyio.sleep(1.0)  # nobody waits: the next attempt is 2 s after the first
+        assert len(server.attempts) == count
+    finally:
+        await pool.close()
+
+
+async def test_demand_interval_none_leaves_recovery_to_the_back_off(tmp_path: Path) -> None:
+    server = _Server(tmp_path / "db.sqlite")
+    backoff = poolkit.Backoff(2.0, 2.0, jitter=0.0, demand_interval=None)
+    async with _pool(server, backoff) as pool:
+        with anyio.move_on_after(1.0):
+            async with pool.connection(timeout=10):
+                pass
+        assert len(server.attempts) == 1  # the caller waited; no attempt went early
+
+
+async def test_a_caller_arriving_during_the_back_off_hurries_a_sleeping_attempt(
+    tmp_path: Path,
+) -> None:
+    """Attempts already sleeping a 2 s back-off when the first caller comes: one of them
+    goes at once for it (the server is back by then), instead of at its deadline."""
+    server = _Server(tmp_path / "db.sqlite")
+    backoff = poolkit.Backoff(2.0, 2.0, jitter=0.0, demand_interval=0.1)
+    pool = poolkit.Pool(connect=server.connect, min_size=1, max_size=4, backoff=backoff)
+    await pool.open(wait=False)
+    try:
+        await _until(lambda: len(server.attempts) >= 1)
+        await anyio.sleep(0.2)  # the next attempt sleeps until 2 s after the first
+        server.refusing = False
+        arrived = time.monotonic()
+        async with pool.connection(timeout=10):
+            served = time.monotonic()
+        assert served - arrived < 1.0  # the back-off alone: ~1.8 s
+    finally:
+        await pool.close()
