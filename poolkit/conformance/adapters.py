@@ -40,6 +40,8 @@ CAPABILITIES: dict[str, str] = {
     "restart_burst": "after every session is lost at once, a burst of concurrent callers "
     "loses at most one call",
     "cancel_on_caller_cancel": "a cancelled caller's statement stops on the server",
+    "bounded_close": "close() ends in bounded time on a frozen server and releases every "
+    "caller blocked in a call",
     "max_waiting": "a bound on waiters fails fast with a typed error",
     "pep249_cursor": "cursors with arraysize/fetchmany/executemany as PEP 249 says",
 }
@@ -107,6 +109,7 @@ class PoolkitAdapter:
             "pep249_cursor",
             "restart_recovery",
             "restart_burst",
+            "bounded_close",
         }
     )
 

@@ -71,3 +71,23 @@ class NoAcquireTimeout(PoolkitAdapter):
     async def pool(self, target: Target, **options: Any) -> AsyncIterator[PoolHandle]:
         async with super().pool(target, **options) as handle:
             yield _NoTimeoutHandle(handle)
+
+
+class _CloseLeavesCallersHandle(_NoTimeoutHandle):
+    def connection(self, timeout: float | None = None) -> AbstractAsyncContextManager[Any]:
+        return self._inner.connection(timeout)
+
+    async def close(self) -> None:
+        """Returns at once; the pool closes for real when the adapter's block ends."""
+
+
+class CloseLeavesCallersBlocked(PoolkitAdapter):
+    """close() returns at once but leaves callers blocked in their driver calls (as a pool
+    that only stops handing out connections does)."""
+
+    name = "poolkit-close-leaves-callers"
+
+    @asynccontextmanager
+    async def pool(self, target: Target, **options: Any) -> AsyncIterator[PoolHandle]:
+        async with super().pool(target, **options) as handle:
+            yield _CloseLeavesCallersHandle(handle)

@@ -76,8 +76,9 @@ def test_network_checks_fail_on_the_bugs_they_name(
 ) -> None:
     """On PostgreSQL through the fault proxy: without invalidation, a reset of every
     connection costs one failed call per connection (as does killing every session); without
-    a look at idle sockets, so does a burst of callers after the reset; an acquire that waits
-    for the driver instead of its own timeout hangs on a deaf server."""
+    a look at idle sockets, so does a burst of callers after the reset; a close() that leaves
+    callers in their driver calls leaves them blocked on a frozen server; an acquire that
+    waits for the driver instead of its own timeout hangs on a deaf server."""
     dsn = _postgres(tmp_path)
     common = (
         *ARGS,
@@ -104,6 +105,14 @@ def test_network_checks_fail_on_the_bugs_they_name(
     # the sequential calls still find the dead connections suspect; the burst does not
     burst.assert_outcomes(passed=1, failed=1)
     burst.stdout.fnmatch_lines(["*4 of 16 concurrent calls failed after 4 connections were*"])
+    frozen = pytester.runpytest(
+        *common,
+        "--pool-under-test=tests.conformance.buggy:CloseLeavesCallersBlocked",
+        "-k",
+        "asyncio and test_close_on_a_frozen_server_releases_every_caller",
+    )
+    frozen.assert_outcomes(failed=1)
+    frozen.stdout.fnmatch_lines(["*2 of 2 callers still blocked in the driver*"])
     deaf = pytester.runpytest(
         *common,
         "--pool-under-test=tests.conformance.buggy:NoAcquireTimeout",

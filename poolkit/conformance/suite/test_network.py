@@ -149,6 +149,53 @@ async def test_a_burst_after_every_connection_reset_costs_at_most_one_call(
             await no_leak(watch, size)
 
 
+@pytest.mark.requires("bounded_close")
+async def test_close_on_a_frozen_server_releases_every_caller(target: Target, adapter: Any) -> None:
+    """The server stops answering (frozen: no reset, no refusal) while two callers' statements
+    run. The pool's default ``close()`` returns in bounded time, and both callers are released
+    (with an error) soon after it, not left blocked in the driver; once the server answers
+    again, none of the pool's sessions is left on it."""
+    require(target, "sessions")
+    released: list[float] = []
+    both = anyio.Event()
+    async with proxied(target) as (proxy, via), watched(target, via) as watch:
+        async with adapter.pool(via, min_size=2, max_size=2, timeout=HANG, **watch.connect) as pool:
+            await serves(pool, via)
+
+            async def caller() -> None:
+                try:
+                    async with pool.connection(timeout=HANG) as conn:
+                        await conn.execute(via.dialect.sleep(HANG))
+                except Exception:
+                    pass
+                finally:
+                    released.append(anyio.current_time())
+                    if len(released) == 2:
+                        both.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(caller)
+                tg.start_soon(caller)
+                await anyio.sleep(0.5)  # both statements run on the server
+                proxy.deafen()
+                try:
+                    with anyio.fail_after(HANG):
+                        await pool.close()
+                    closed = anyio.current_time()
+                    with anyio.move_on_after(PATIENCE * 2):
+                        await both.wait()
+                    late = [t - closed for t in released]
+                    assert len(released) == 2, (
+                        f"{2 - len(released)} of 2 callers still blocked in the driver "
+                        f"{PATIENCE * 2:g} s after close() returned"
+                    )
+                    assert max(late) <= PATIENCE * 2, late
+                finally:
+                    proxy.hear()
+                    tg.cancel_scope.cancel()
+        await no_leak(watch, 0)
+
+
 @pytest.mark.requires("acquire_timeout")
 async def test_pool_heals_once_the_server_accepts_again(target: Target, adapter: Any) -> None:
     """The server goes away (connections reset, new connects refused) for a few seconds of
