@@ -97,6 +97,7 @@ __all__ = [
     "StatefulPool",
     "ci_settings",
     "pool_machine",
+    "run_machine",
 ]
 
 #: A statement carrying this comment hangs in the driver until cancelled, released or dropped.
@@ -914,6 +915,19 @@ def pool_machine(
     )
 
 
+def run_machine(
+    factory: SubjectFactory = PoolkitSubject,
+    *,
+    backend: str = "asyncio",
+    settings: settings | None = None,
+) -> None:
+    """Run the machine over the pools ``factory`` builds, as pytest runs ``.TestCase``: an
+    AssertionError (with the failing steps printed) when a case breaks the pool. Typed,
+    unlike hypothesis' ``run_state_machine_as_test`` in some releases."""
+    machine = pool_machine(factory, backend=backend)
+    run_state_machine_as_test(machine, settings=settings)
+
+
 def ci_settings(examples: int = 60, steps: int = 30) -> settings:
     """The fixed profile CI runs: bounded, derandomized, no deadline (steps wait on threads)."""
     return settings(
@@ -965,7 +979,6 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for backend in backends:
         FIGURES.reset()
-        machine = pool_machine(factory, backend=backend)
         profile = settings(
             ci_settings(args.examples, args.steps),
             derandomize=args.derandomize,
@@ -974,7 +987,7 @@ def main(argv: list[str] | None = None) -> int:
         started = time.monotonic()
         outcome = "passed"
         try:
-            run_state_machine_as_test(machine, settings=profile)
+            run_machine(factory, backend=backend, settings=profile)
         except BaseException as exc:  # report it and go on to the next backend
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -982,7 +995,8 @@ def main(argv: list[str] | None = None) -> int:
             outcome = f"FAILED: {type(exc).__name__}"
             traceback.print_exc()
         elapsed = time.monotonic() - started
-        print(f"{machine.__name__}: {outcome} in {elapsed:.0f} s; {FIGURES.summary()}")
+        name = pool_machine(factory, backend=backend).__name__
+        print(f"{name}: {outcome} in {elapsed:.0f} s; {FIGURES.summary()}")
     return 1 if failed else 0
 
 
