@@ -8,7 +8,7 @@ supported". Time bounds only tell "returned" from "hung"; no check measures spee
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -105,22 +105,7 @@ async def test_every_connection_reset_costs_at_most_one_call(target: Target, ada
     """Every connection of an idle pool is reset at once (TCP RST), as a failover or a
     restart behind a load balancer does. Of the calls that follow, one after another, at most
     one fails; then all answer correctly, and the pool holds no more sessions than it may."""
-    require(target, "sessions")
-    size = 3
-    async with proxied(target) as (proxy, via), watched(target, via) as watch:
-        async with adapter.pool(
-            via, min_size=size, max_size=size, timeout=HANG, **watch.connect
-        ) as pool:
-            await serves(pool, via)
-            await quiet(proxy)  # the returned connections' resets are done: all idle
-            assert proxy.reset_all() >= size
-            failed = await calls(pool, via, 4 * size)
-            assert len(failed) <= 1, (
-                f"{len(failed)} of {4 * size} calls failed after {size} connections were "
-                f"reset: {failed[:2]!r}"
-            )
-            await serves(pool, via)
-            await no_leak(watch, size)
+    await _after_every_connection_reset(target, adapter, 3, calls, "calls")
 
 
 @pytest.mark.requires("restart_burst")
@@ -131,19 +116,30 @@ async def test_a_burst_after_every_connection_reset_costs_at_most_one_call(
     then many callers arrive together, each wanting one call: at most one of them fails (the
     pool must not hand each caller one of its dead connections), and the pool holds no more
     sessions than it may."""
+    await _after_every_connection_reset(target, adapter, 4, burst, "concurrent calls")
+
+
+async def _after_every_connection_reset(
+    target: Target,
+    adapter: Any,
+    size: int,
+    run: Callable[[Any, Target, int], Awaitable[list[BaseException]]],
+    what: str,
+) -> None:
+    """A pool of ``size`` idle connections, all reset at once; then ``run`` makes 4 x size
+    calls: at most one may fail, and the pool serves and holds at most ``size`` sessions."""
     require(target, "sessions")
-    size = 4
     async with proxied(target) as (proxy, via), watched(target, via) as watch:
         async with adapter.pool(
             via, min_size=size, max_size=size, timeout=HANG, **watch.connect
         ) as pool:
             await serves(pool, via)
-            await quiet(proxy)
+            await quiet(proxy)  # the returned connections' resets are done: all idle
             assert proxy.reset_all() >= size
-            failed = await burst(pool, via, 4 * size)
+            failed = await run(pool, via, 4 * size)
             assert len(failed) <= 1, (
-                f"{len(failed)} of {4 * size} concurrent calls failed after {size} connections "
-                f"were reset: {failed[:2]!r}"
+                f"{len(failed)} of {4 * size} {what} failed after {size} connections were "
+                f"reset: {failed[:2]!r}"
             )
             await serves(pool, via)
             await no_leak(watch, size)
