@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import anyio
 
 from ._bridge import forget
-from ._errors import ConnectionBusy, ConnectionReturned, PoolClosed, QueryTimeout
+from ._errors import ConnectionBusy, ConnectionReturned, PoolClosed, PoolError, QueryTimeout
 from ._link import CursorBox, Link, Outcome
 from ._rows import Row
 from ._worker import Runner, run_in_helper_thread
@@ -72,6 +72,7 @@ class PooledConn:
         "link",
         "pending",
         "pool",
+        "retry_seq",
         "round",
         "slot",
         "submitted",
@@ -107,6 +108,7 @@ class PooledConn:
         self.leaked = False  # this checkout was reported held past leak_timeout
         self.unread = 0  # cursors of this checkout whose results still wait in the driver
         self.round = 0  # the pool's connect-failure round when this connect was attempted
+        self.retry_seq = 0  # the call this checkout may retry if it finds the connection lost
         # Bound once: start() is the hot path of every query.
         self._put = worker.queue.put
         self._job = link.run
@@ -145,6 +147,22 @@ class PooledConn:
                 fut.set_result(value)
             else:
                 fut.set_exception(value)
+
+    def lost_before_effect(self, exc: BaseException) -> bool:
+        """Whether the call that just failed with ``exc`` may run again on another connection
+        (``Pool(retry_lost=True)``): the driver reported this connection lost, the call was
+        the first of its checkout, made with autocommit off (so what it did belonged to a
+        transaction that the lost session took with it), it ended by itself (not cancelled,
+        not timed out, not taken by close) and it had sent no commit."""
+        return (
+            self.broken
+            and self.retry_seq != 0
+            and self.retry_seq == self.submitted == self.completed
+            and not self.forced
+            and not self.link.committing
+            and isinstance(exc, Exception)
+            and not isinstance(exc, PoolError)
+        )
 
     def interrupt(self, seq: int) -> None:
         """The caller of call ``seq`` left before it finished: skip it if it has not started,
@@ -253,13 +271,16 @@ class AsyncConnection:
     time: a second task calling in while a call runs gets :class:`~poolkit.ConnectionBusy`.
     """
 
-    __slots__ = ("__weakref__", "_busy", "_conn", "_depth", "_pool", "_returned")
+    __slots__ = ("__weakref__", "_busy", "_conn", "_depth", "_dropped", "_pool", "_returned")
 
     def __init__(self, pool: Pool, conn: PooledConn) -> None:
         self._pool = pool
         self._conn = conn
         self._busy = False
         self._returned = False
+        # The connection was lost, and a retry found no other (see _fresh_after): the pool
+        # took it back, so the owner's own release is a no-op.
+        self._dropped = False
         self._depth = 0  # nesting of transaction() blocks
 
     def __repr__(self) -> str:
@@ -284,6 +305,11 @@ class AsyncConnection:
     # ----- the call path ---------------------------------------------------------------
 
     def _check_usable(self) -> None:
+        if self._dropped:
+            raise ConnectionReturned(
+                f"connection #{self._conn.id} was lost and no other could be had to run the "
+                "call again; acquire a new one"
+            )
         if self._returned:
             raise ConnectionReturned(
                 f"connection #{self._conn.id} was already returned to the pool; acquire a new one"
@@ -303,6 +329,23 @@ class AsyncConnection:
         if timeout is DEFAULT:
             timeout = self._pool._query_timeout
         return call(self._pool, self._conn, fn, args, timeout, self)
+
+    async def _fresh_after(self, exc: BaseException) -> bool:
+        """After a call failed with ``exc``: if it may run again on another connection (see
+        :meth:`PooledConn.lost_before_effect`), give this one back, hold a fresh one instead
+        and return True; the caller then runs the call once more."""
+        lost = self._conn
+        if not lost.lost_before_effect(exc):
+            return False
+        self._busy = True  # no other task's call reaches either connection meanwhile
+        try:
+            self._conn = await self._pool._fresh_for_retry(lost, exc, DEFAULT)
+        except BaseException:
+            self._returned = self._dropped = True
+            raise
+        finally:
+            self._busy = False
+        return True
 
     # ----- PEP 249 surface -------------------------------------------------------------
 
@@ -325,7 +368,7 @@ class AsyncConnection:
         """Run one statement and return all its rows, in one thread trip and no cursor
         object ([] when it returns no result set). Transactions are yours, as with
         :meth:`execute`."""
-        rows: list[Row] = await self._call(Link.query, (sql, params, False, False), timeout)
+        rows: list[Row] = await self._query((sql, params, False, False), timeout)
         return rows
 
     async def fetchone(
@@ -333,8 +376,16 @@ class AsyncConnection:
     ) -> Row | None:
         """Run one statement and return its first row (None if there is none), in one
         thread trip; the rest of the result is discarded."""
-        row: Row | None = await self._call(Link.query, (sql, params, True, False), timeout)
+        row: Row | None = await self._query((sql, params, True, False), timeout)
         return row
+
+    async def _query(self, args: tuple[Any, ...], timeout: float | None) -> Any:
+        try:
+            return await self._call(Link.query, args, timeout)
+        except Exception as exc:
+            if not await self._fresh_after(exc):
+                raise
+        return await self._call(Link.query, args, timeout)
 
     async def executemany(
         self, sql: Any, seq_of_params: Sequence[Any], *, timeout: float | None = DEFAULT

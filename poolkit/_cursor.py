@@ -28,7 +28,6 @@ class AsyncCursor:
 
     def __init__(self, connection: AsyncConnection, box: CursorBox) -> None:
         self._connection = connection
-        self._pooled = connection._conn
         self._box = box
         # Buffered rows are _rows[_pos:]: a list handed over whole by fetchall(), no copy.
         self._rows: list[Row] = []
@@ -85,7 +84,7 @@ class AsyncCursor:
         )
         if unread != self._unread and not self._connection.closed:
             self._unread = unread
-            self._pooled.unread += 1 if unread else -1
+            self._connection._conn.unread += 1 if unread else -1
 
     def __del__(self) -> None:
         # Runs where the last reference drops (the loop thread). No thread wake-up: the
@@ -93,7 +92,7 @@ class AsyncCursor:
         # `unread` is not decremented: the raw cursor is still open until then, so a return
         # of the connection before that must still reset it.
         if not self._closed:
-            self._pooled.link.dead.append(self._box)
+            self._connection._conn.link.dead.append(self._box)
 
     def _drop_rows(self) -> None:
         self._rows = []
@@ -112,13 +111,14 @@ class AsyncCursor:
         """Run one statement; returns the cursor itself, so calls can be chained."""
         prefetch = self._connection._pool._prefetch
         args = (self._box, sql, params, prefetch, self._arraysize)
-        self._take(await self._run(Link.execute, args, timeout))
+        self._take(await self._run(Link.execute, args, timeout, retry=True))
         return self
 
     async def executemany(
         self, sql: Any, seq_of_params: Sequence[Any], *, timeout: float | None = DEFAULT
     ) -> AsyncCursor:
-        self._take(await self._run(Link.executemany, (self._box, sql, seq_of_params), timeout))
+        args = (self._box, sql, seq_of_params)
+        self._take(await self._run(Link.executemany, args, timeout, retry=True))
         return self
 
     async def callproc(
@@ -136,19 +136,28 @@ class AsyncCursor:
         )
         return result
 
-    async def _run(self, fn: Any, args: tuple[Any, ...], timeout: float | None) -> Snapshot:
+    async def _run(
+        self, fn: Any, args: tuple[Any, ...], timeout: float | None, retry: bool = False
+    ) -> Snapshot:
         """A call that replaces the cursor's result; if it fails, the old result is gone too
-        (as with the driver's own cursor), so no stale rows are served afterwards."""
+        (as with the driver's own cursor), so no stale rows are served afterwards.
+
+        ``retry``: a statement (``args[0]`` the box) that may run once more on another
+        connection if it finds its own lost (``Pool(retry_lost=...)``)."""
         try:
             snap: Snapshot = await self._connection._call(fn, args, timeout)
             return snap
-        except BaseException:
+        except BaseException as exc:
             self.description = None
             self.rowcount = -1
             self._drop_rows()
             self._exhausted = True
             self._count_unread()
-            raise
+            if not (retry and await self._connection._fresh_after(exc)):
+                raise
+        # The raw cursor in the old box belongs to the lost connection (closed with it).
+        self._box = CursorBox(self._box.args, self._box.kwargs)
+        return await self._run(fn, (self._box, *args[1:]), timeout)
 
     # ----- fetching --------------------------------------------------------------------
 

@@ -72,6 +72,7 @@ class Link:
         "abandoned",
         "active_cursor",
         "cancels",
+        "committing",
         "current",
         "cursors",
         "dead",
@@ -91,6 +92,9 @@ class Link:
         self.cursors: set[CursorBox] = set()
         self.dead: deque[CursorBox] = deque()  # cursors garbage-collected on the loop side
         self.active_cursor: Raw | None = None
+        # True while query() commits, and after its commit failed: the call may have
+        # committed, so it is never run again (see Pool(retry_lost=)).
+        self.committing = False
         # Cancellation bookkeeping, shared with the loop and with cancel helper threads.
         # Plain attribute reads/writes and set.add/discard are atomic under the GIL; the
         # worker writes `current` before reading `abandoned`, the loop adds to `abandoned`
@@ -240,6 +244,7 @@ class Link:
     ) -> None:
         """Make a returned connection fit for the next caller, or raise."""
         raw = self.raw
+        self.committing = False
         self.close_cursors()
         if rollback and self.in_transaction() is not False:
             raw.rollback()
@@ -388,6 +393,7 @@ class Link:
         """Execute and fetch on a throwaway cursor in one job: all rows (a list, empty when
         the statement has no result set) or, with ``first``, the first row or None.
         ``commit``: end the transaction the statement opened, in the same job."""
+        self.committing = False
         cur = self.raw.cursor()
         self.active_cursor = cur
         try:
@@ -402,7 +408,9 @@ class Link:
             self.active_cursor = None
             _quiet_close(cur)
         if commit and self.in_transaction() is not False:
+            self.committing = True
             self.commit()
+            self.committing = False
         return result
 
     def fetchone(self, box: CursorBox) -> Any:

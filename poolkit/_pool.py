@@ -95,7 +95,18 @@ class Pool:
     ``lifetime_jitter`` (a fraction) shaved off so a fleet does not reconnect in lockstep.
     A connection idle for ``check_idle_after`` or more is pinged before it is handed out
     (0: always, None: never); connections created before a disconnect was seen are always
-    pinged. ``check(raw)`` replaces the driver profile's ping.
+    pinged, and so is an idle one whose socket the server wrote to (closing it, say, as it
+    restarted), where the driver profile shows the socket. ``check(raw)`` replaces the driver
+    profile's ping.
+
+    ``retry_lost`` (default True): a statement that finds its connection lost is run once
+    more, on a fresh connection, when it cannot have had an effect: it was the first call of
+    its checkout (or of :meth:`fetchall`/:meth:`fetchone`), autocommit was off (so what it did
+    belonged to a transaction the lost session took with it), it failed before any commit
+    was sent, and it was ``execute``, ``executemany``, ``fetchall`` or ``fetchone`` (not
+    ``callproc`` or ``run``). Statements whose effects a lost transaction does not undo are
+    yours to keep out of it: SQL that commits by itself (``COMMIT`` inside the text, MySQL DDL),
+    MySQL tables without transactions (MyISAM), calls that act outside the database.
 
     Leak detection: with ``leak_timeout``, a connection held by a caller that long logs one
     warning (logger ``poolkit.pool``) naming the pool, the connection, how long it has been
@@ -140,6 +151,7 @@ class Pool:
         leak_timeout: float | None = None,
         lifetime_jitter: float = 0.1,
         check_idle_after: float | None = 5.0,
+        retry_lost: bool = True,
         check: Callable[[Raw], None] | None = None,
         configure: Callable[[Raw], object] | None = None,
         reset: Callable[[Raw], object] | None = None,
@@ -227,6 +239,7 @@ class Pool:
         self._query_timeout = query_timeout
         self._leak_timeout = leak_timeout
         self._check_idle_after = check_idle_after
+        self._retry_lost = bool(retry_lost)
         self._ping: Callable[[Raw], None] | None = check
         self._configure = configure
         self._reset_hook = reset
@@ -318,6 +331,7 @@ class Pool:
             consecutive_connect_errors=c.consecutive_connect_errors,
             last_connect_error=c.last_connect_error,
             disconnects=c.disconnects,
+            retried=c.retried,
             reset_failures=c.reset_failures,
             check_failures=c.check_failures,
             usage_time_total=c.usage_time_total,
@@ -666,9 +680,23 @@ class Pool:
             query_timeout = self._query_timeout
         else:
             _check_seconds("query_timeout", query_timeout, positive=True)
+        args = (sql, params, first, True)
         conn = await self._acquire(timeout)
         try:
-            return await call(self, conn, Link.query, (sql, params, first, True), query_timeout)
+            result = await call(self, conn, Link.query, args, query_timeout)
+        except Exception as exc:
+            if not conn.lost_before_effect(exc):
+                self._release(conn)
+                raise
+            conn = await self._fresh_for_retry(conn, exc, timeout)  # gives the lost one back
+        except BaseException:
+            self._release(conn)
+            raise
+        else:
+            self._release(conn)
+            return result
+        try:
+            return await call(self, conn, Link.query, args, query_timeout)
         finally:
             self._release(conn)
 
@@ -681,11 +709,36 @@ class Pool:
         if connection._pool is not self:
             raise ValueError(f"{connection!r} does not belong to {self!r}")
         if connection._returned:
+            if connection._dropped:  # given back by the pool when a retry found no other
+                return
             raise ValueError(f"{connection!r} was already released")
         connection._returned = True
         self._release(connection._conn)
 
-    async def _acquire(self, timeout: float | None) -> PooledConn:
+    async def _fresh_for_retry(
+        self, lost: PooledConn, exc: BaseException, timeout: float | None
+    ) -> PooledConn:
+        """Give back ``lost``, found lost by the first call of its checkout, and take a fresh
+        connection for that call's one retry (see ``retry_lost``), ahead of the queue: the
+        caller has waited its turn once already."""
+        self._counters.retried += 1
+        log.info(
+            "pool %s: connection #%d was lost before its first call could have had an effect "
+            "(%s); running the call again on another connection",
+            self.name,
+            lost.id,
+            self._redact.exception(exc),
+        )
+        if self._listeners:
+            self._emit("retry", lost.id, self._redact.exception(exc))
+        site = lost.acquired_from
+        self._release(lost)
+        conn = await self._acquire(timeout, front=True)
+        if site is not None:
+            conn.acquired_from = site  # the caller's own acquire, for leak reports
+        return conn
+
+    async def _acquire(self, timeout: float | None, *, front: bool = False) -> PooledConn:
         if self._closed:
             raise PoolClosed(f"pool {self.name} is closed")
         if self._bridge is _NOT_OPEN:
@@ -705,9 +758,9 @@ class Pool:
             # No await on this path (like psycopg_pool): a free connection costs ~5 µs.
             return self._handout(slot.payload, now, now, False)
         if timeout is None:
-            return await self._acquire_slow(slot, now)
+            return await self._acquire_slow(slot, now, front)
         with anyio.move_on_after(timeout):
-            return await self._acquire_slow(slot, now)
+            return await self._acquire_slow(slot, now, front)
         self._counters.timeouts += 1
         self._emit("timeout")
         error = self._counters.last_connect_error
@@ -725,8 +778,7 @@ class Pool:
             exc.connect_error = self._masked_connect_error()
         raise exc
 
-    async def _acquire_slow(self, slot: Slot | None, start: float) -> PooledConn:
-        front = False
+    async def _acquire_slow(self, slot: Slot | None, start: float, front: bool) -> PooledConn:
         waited = slot is None
         while True:
             if slot is None:
@@ -828,6 +880,11 @@ class Pool:
             if wait > c.wait_time_max:
                 c.wait_time_max = wait
         conn.checked_out_at = now
+        # The call this checkout makes first may be retried once if it finds the connection
+        # lost (see retry_lost and PooledConn.lost_before_effect).
+        conn.retry_seq = (
+            conn.submitted + 1 if self._retry_lost and conn.last_autocommit is False else 0
+        )
         if self._leak_timeout is not None:
             conn.acquired_from = acquire_site()
         if self._listeners:

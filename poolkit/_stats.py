@@ -43,6 +43,9 @@ class Stats:
     last_connect_error: str | None
     #: connections found disconnected (by a call, a health check or a reset) and discarded
     disconnects: int
+    #: calls run once more on another connection, theirs found lost before they could have
+    #: had an effect (``Pool(retry_lost=...)``)
+    retried: int
     #: connections discarded because their reset failed
     reset_failures: int
     #: connections discarded because their health check failed
@@ -68,6 +71,7 @@ class Counters:
     consecutive_connect_errors: int = 0
     last_connect_error: str | None = None
     disconnects: int = 0
+    retried: int = 0
     reset_failures: int = 0
     check_failures: int = 0
     usage_time_total: float = 0.0
@@ -78,9 +82,10 @@ class PoolEvent:
     """Passed to listeners added with :meth:`poolkit.Pool.add_listener`.
 
     ``kind`` is one of: ``connect``, ``connect_failed``, ``checkout``, ``checkin``,
-    ``discard``, ``close_connection``, ``timeout``, ``open``, ``close``, and ``leak`` (a
-    connection held past ``Pool(leak_timeout=...)``; ``detail`` is the stack where it was
-    acquired).
+    ``discard``, ``close_connection``, ``timeout``, ``open``, ``close``, ``retry`` (a call
+    found its connection lost and runs again on another; ``detail`` is the error), and
+    ``leak`` (a connection held past ``Pool(leak_timeout=...)``; ``detail`` is the stack
+    where it was acquired).
     """
 
     kind: str
