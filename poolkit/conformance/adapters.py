@@ -39,6 +39,8 @@ CAPABILITIES: dict[str, str] = {
     "restart_recovery": "after every session is lost at once, at most one call fails",
     "restart_burst": "after every session is lost at once, a burst of concurrent callers "
     "loses at most one call",
+    "prompt_recovery": "once the server accepts connections again, a caller waiting for a "
+    "connection is served within a second, however far the reconnect back-off had grown",
     "cancel_on_caller_cancel": "a cancelled caller's statement stops on the server",
     "bounded_close": "close() ends in bounded time on a frozen server and releases every "
     "caller blocked in a call",
@@ -109,6 +111,7 @@ class PoolkitAdapter:
             "pep249_cursor",
             "restart_recovery",
             "restart_burst",
+            "prompt_recovery",
             "bounded_close",
         }
     )
@@ -117,12 +120,6 @@ class PoolkitAdapter:
         if driver == "psycopg":
             return "poolkit runs blocking PEP 249 drivers; psycopg 3 is driven by psycopg_pool"
         return None
-
-    def lacks(self, backend: str, driver: str) -> frozenset[str]:
-        """A burst after a restart fails no call where poolkit can see an idle connection's
-        socket hear from the server (the driver profile's ``socket_fd``); pyodbc shows no
-        socket, and there the burst costs up to a call per connection (measured)."""
-        return frozenset({"restart_burst"}) if driver == "pyodbc" else frozenset()
 
     @asynccontextmanager
     async def pool(self, target: Target, **options: Any) -> AsyncIterator[PoolHandle]:

@@ -17,15 +17,18 @@ from poolkit.conformance.adapters import PoolHandle, PoolkitAdapter
 
 
 def _blind(target: Target, options: dict[str, Any]) -> dict[str, Any]:
-    """Pool options under which poolkit does not look at idle connections' sockets."""
+    """Pool options under which poolkit does not look at idle connections' sockets, nor runs
+    a first statement again when it finds its connection lost: nothing then stands between
+    a caller and a connection the server closed while it was idle."""
     profile = dataclasses.replace(poolkit.profile_for(target.module), socket_fd=None)
-    return {**options, "profile": profile}
+    return {**options, "profile": profile, "retry_lost": False}
 
 
 class NoSocketLook(PoolkitAdapter):
     """The pool does not notice that the server closed or reset an idle connection (it does
-    not look at the socket): after a restart, callers that arrive together each get one of
-    the dead connections, before any of them reports the disconnect."""
+    not look at the socket) and does not run a statement that found its connection lost
+    again: after a restart, callers that arrive together each get one of the dead
+    connections, before any of them reports the disconnect."""
 
     name = "poolkit-no-socket-look"
 
@@ -37,8 +40,8 @@ class NoSocketLook(PoolkitAdapter):
 
 class NoInvalidation(PoolkitAdapter):
     """A disconnect seen on one connection makes no other connection suspect (nor does the
-    pool look at idle sockets, which would hide the bug): after a restart, each stale idle
-    connection is handed out and fails its caller."""
+    pool look at idle sockets or retry lost first statements, which would hide the bug):
+    after a restart, each stale idle connection is handed out and fails its caller."""
 
     name = "poolkit-no-invalidation"
 
@@ -46,6 +49,20 @@ class NoInvalidation(PoolkitAdapter):
     async def pool(self, target: Target, **options: Any) -> AsyncIterator[PoolHandle]:
         async with super().pool(target, **_blind(target, options)) as handle:
             handle.native._state.invalidate = lambda now: None  # type: ignore[attr-defined]
+            yield handle
+
+
+class SlowRecovery(PoolkitAdapter):
+    """Reconnects follow the back-off clock alone (no attempt goes early for a waiting
+    caller), and the back-off is a steady 4 s: a caller waiting when the server accepts
+    again waits for the next scheduled attempt."""
+
+    name = "poolkit-slow-recovery"
+
+    @asynccontextmanager
+    async def pool(self, target: Target, **options: Any) -> AsyncIterator[PoolHandle]:
+        backoff = poolkit.Backoff(4.0, 4.0, jitter=0.0, demand_interval=None)
+        async with super().pool(target, **options, backoff=backoff) as handle:
             yield handle
 
 

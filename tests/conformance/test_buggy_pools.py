@@ -76,7 +76,9 @@ def test_network_checks_fail_on_the_bugs_they_name(
 ) -> None:
     """On PostgreSQL through the fault proxy: without invalidation, a reset of every
     connection costs one failed call per connection (as does killing every session); without
-    a look at idle sockets, so does a burst of callers after the reset; a close() that leaves
+    a look at idle sockets or retries, so does a burst of callers after the reset or after
+    every session is killed; reconnects on the back-off clock alone serve a waiting caller
+    late once the server accepts again; a close() that leaves
     callers in their driver calls leaves them blocked on a frozen server; an acquire that
     waits for the driver instead of its own timeout hangs on a deaf server."""
     dsn = _postgres(tmp_path)
@@ -105,6 +107,22 @@ def test_network_checks_fail_on_the_bugs_they_name(
     # the sequential calls still find the dead connections suspect; the burst does not
     burst.assert_outcomes(passed=1, failed=1)
     burst.stdout.fnmatch_lines(["*4 of 16 concurrent calls failed after 4 connections were*"])
+    killed = pytester.runpytest(
+        *common,
+        "--pool-under-test=tests.conformance.buggy:NoSocketLook",
+        "-k",
+        "asyncio and test_a_burst_after_every_session_is_killed_costs_at_most_one_call",
+    )
+    killed.assert_outcomes(failed=1)
+    killed.stdout.fnmatch_lines(["*3 of 12 concurrent calls failed after a restart of 3*"])
+    slow = pytester.runpytest(
+        *common,
+        "--pool-under-test=tests.conformance.buggy:SlowRecovery",
+        "-k",
+        "asyncio and test_a_waiting_caller_is_served_once_the_server_accepts_again",
+    )
+    slow.assert_outcomes(failed=1)
+    slow.stdout.fnmatch_lines(["*the waiting caller was served * s after the server accepted*"])
     frozen = pytester.runpytest(
         *common,
         "--pool-under-test=tests.conformance.buggy:CloseLeavesCallersBlocked",

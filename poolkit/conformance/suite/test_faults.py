@@ -7,6 +7,7 @@ Time bounds only tell "returned" from "hung"; no check measures speed.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -18,6 +19,7 @@ from ._server import (
     HANG,
     LONG,
     Watch,
+    burst,
     calls,
     no_leak,
     require,
@@ -89,6 +91,28 @@ async def test_killing_every_session_costs_at_most_one_call(target: Target, adap
     failover does. Of the calls that follow, one after another, at most one fails: the first
     disconnect makes the pool check the other connections before it hands them out. Then
     every call answers correctly, none of the killed sessions is handed out, none leaks."""
+    await _after_every_session_is_killed(target, adapter, calls, "calls")
+
+
+@pytest.mark.requires("restart_burst")
+async def test_a_burst_after_every_session_is_killed_costs_at_most_one_call(
+    target: Target, adapter: Any
+) -> None:
+    """An administrator ends every session of an idle pool at once (a restart, for real),
+    then many callers arrive together, each wanting one call: at most one of them fails
+    (the pool must not hand each caller one of its dead connections). Then every call
+    answers correctly, none of the killed sessions is handed out, none leaks."""
+    await _after_every_session_is_killed(target, adapter, burst, "concurrent calls")
+
+
+async def _after_every_session_is_killed(
+    target: Target,
+    adapter: Any,
+    run: Callable[[Any, Target, int], Awaitable[list[BaseException]]],
+    what: str,
+) -> None:
+    """A pool of 3 idle connections whose sessions are all killed; then ``run`` makes 12
+    calls: at most one may fail, and the pool serves, with new sessions, and leaks none."""
     require(target, "session_id", "kill", "alive", "sessions")
     size = 3
     async with watched(target) as watch:
@@ -103,9 +127,9 @@ async def test_killing_every_session_costs_at_most_one_call(target: Target, adap
                 return not any([await watch.alive(pid) for pid in pids])
 
             await until(all_gone, "the killed sessions to leave the server")
-            failed = await calls(pool, target, 4 * size)
+            failed = await run(pool, target, 4 * size)
             assert len(failed) <= 1, (
-                f"{len(failed)} of {4 * size} calls failed after a restart of "
+                f"{len(failed)} of {4 * size} {what} failed after a restart of "
                 f"{size} sessions: {failed[:2]!r}"
             )
             ids = await serves(pool, target)

@@ -192,6 +192,48 @@ async def test_close_on_a_frozen_server_releases_every_caller(target: Target, ad
         await no_leak(watch, 0)
 
 
+#: how long connects are refused before the server accepts again: the back-off grows past
+#: PROMPT meanwhile (poolkit's default reaches ~1.5 s; psycopg_pool's 2 s)
+OUTAGE = 3.0
+#: how soon after the server accepts again a waiting caller must be served
+PROMPT = 1.0
+
+
+@pytest.mark.requires("prompt_recovery")
+async def test_a_waiting_caller_is_served_once_the_server_accepts_again(
+    target: Target, adapter: Any
+) -> None:
+    """The server goes away (connections reset, connects refused) long enough for the
+    pool's reconnect back-off to grow; a caller waits for a connection meanwhile. Once
+    connects are accepted again, the caller is served within a second: recovery follows
+    demand, not the back-off clock (which still spaces attempts while nobody waits)."""
+    async with proxied(target) as (proxy, via):
+        async with adapter.pool(via, min_size=1, max_size=2, timeout=HANG) as pool:
+            await serves(pool, via)
+            proxy.refuse()
+            proxy.reset_all()
+            served: list[float] = []
+
+            async def caller() -> None:
+                async with pool.connection(timeout=HANG) as conn:
+                    await scalar(conn, 1)
+                    served.append(anyio.current_time())
+
+            with anyio.fail_after(HANG * 2):
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(caller)
+                    await anyio.sleep(OUTAGE)
+                    assert not served, "served while the server refused every connect"
+                    proxy.accept()
+                    back = anyio.current_time()
+            late = served[0] - back
+            assert late <= PROMPT, (
+                f"the waiting caller was served {late:.2f} s after the server accepted "
+                f"connections again (at most {PROMPT:g} s)"
+            )
+            await serves(pool, via)
+
+
 @pytest.mark.requires("acquire_timeout")
 async def test_pool_heals_once_the_server_accepts_again(target: Target, adapter: Any) -> None:
     """The server goes away (connections reset, new connects refused) for a few seconds of
