@@ -278,8 +278,9 @@ class AsyncConnection:
         self._conn = conn
         self._busy = False
         self._returned = False
-        # The connection was lost, and a retry found no other (see _fresh_after): the pool
-        # took it back, so the owner's own release is a no-op.
+        # The pool holds the connection back: it was lost and its call is being run again on
+        # another, or no other was at hand (see _fresh_after). The owner's release then only
+        # ends the checkout.
         self._dropped = False
         self._depth = 0  # nesting of transaction() blocks
 
@@ -305,7 +306,7 @@ class AsyncConnection:
     # ----- the call path ---------------------------------------------------------------
 
     def _check_usable(self) -> None:
-        if self._dropped:
+        if self._returned and self._dropped:
             raise ConnectionReturned(
                 f"connection #{self._conn.id} was lost and no other could be had to run the "
                 "call again; acquire a new one"
@@ -330,21 +331,36 @@ class AsyncConnection:
             timeout = self._pool._query_timeout
         return call(self._pool, self._conn, fn, args, timeout, self)
 
+    def _give_back(self) -> None:
+        """End the checkout: the connection goes back to the pool (unless the pool holds it
+        back already, see ``_dropped``)."""
+        self._returned = True
+        if not self._dropped:
+            self._pool._release(self._conn)
+
     async def _fresh_after(self, exc: BaseException) -> bool:
         """After a call failed with ``exc``: if it may run again on another connection (see
         :meth:`PooledConn.lost_before_effect`), give this one back, hold a fresh one instead
-        and return True; the caller then runs the call once more."""
+        and return True; the caller then runs the call once more. Raises ``exc`` if no
+        other connection is at hand."""
         lost = self._conn
         if not lost.lost_before_effect(exc):
             return False
         self._busy = True  # no other task's call reaches either connection meanwhile
+        self._dropped = True  # given back below; a release meanwhile only ends the checkout
         try:
-            self._conn = await self._pool._fresh_for_retry(lost, exc, DEFAULT)
+            fresh = await self._pool._fresh_for_retry(lost, exc, DEFAULT)
         except BaseException:
-            self._returned = self._dropped = True
+            self._returned = True
             raise
         finally:
             self._busy = False
+        self._conn, self._dropped = fresh, False
+        if self._returned:  # released by its owner meanwhile (from another task)
+            self._pool._release(fresh)
+            raise ConnectionReturned(
+                f"connection #{lost.id} was released while its call was to run again"
+            )
         return True
 
     # ----- PEP 249 surface -------------------------------------------------------------

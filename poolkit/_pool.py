@@ -268,6 +268,7 @@ class Pool:
         self._threads: dict[int, tuple[Runner, Link]] = {}
         self._retired: list[threading.Thread] = []
         self._helpers: list[threading.Thread] = []  # driver cancels (PooledConn.interrupt)
+        self._retrying: set[anyio.CancelScope] = set()  # retries waiting for a connection
         self._watchers: list[LoopFuture[None]] = []
         self._finalizer = weakref.finalize(
             self, _abandon_pool, self.name, self._threads, self._stop
@@ -712,28 +713,43 @@ class Pool:
             if connection._dropped:  # given back by the pool when a retry found no other
                 return
             raise ValueError(f"{connection!r} was already released")
-        connection._returned = True
-        self._release(connection._conn)
+        connection._give_back()
 
     async def _fresh_for_retry(
         self, lost: PooledConn, exc: BaseException, timeout: float | None
     ) -> PooledConn:
         """Give back ``lost``, found lost by the first call of its checkout, and take a fresh
         connection for that call's one retry (see ``retry_lost``), ahead of the queue: the
-        caller has waited its turn once already."""
+        caller has waited its turn once already.
+
+        Raises ``exc``, the call's own error, when no connection is at hand: connects were
+        failing already or one fails meanwhile (the server is not back: waiting would only
+        delay the error), or ``timeout`` passes."""
+        site = lost.acquired_from
+        self._release(lost)
+        if self._counters.consecutive_connect_errors:
+            raise exc
+        with anyio.CancelScope() as scope:
+            self._retrying.add(scope)  # cancelled by a failed connect (_connect_failed)
+            try:
+                conn = await self._acquire(timeout, front=True)
+            except PoolTimeout:
+                raise exc from None
+            finally:
+                self._retrying.discard(scope)
+        if scope.cancelled_caught:
+            raise exc
         self._counters.retried += 1
         log.info(
             "pool %s: connection #%d was lost before its first call could have had an effect "
-            "(%s); running the call again on another connection",
+            "(%s); running the call again on connection #%d",
             self.name,
             lost.id,
             self._redact.exception(exc),
+            conn.id,
         )
         if self._listeners:
             self._emit("retry", lost.id, self._redact.exception(exc))
-        site = lost.acquired_from
-        self._release(lost)
-        conn = await self._acquire(timeout, front=True)
         if site is not None:
             conn.acquired_from = site  # the caller's own acquire, for leak reports
         return conn
@@ -1029,6 +1045,8 @@ class Pool:
         c = self._counters
         c.connect_errors += 1
         c.consecutive_connect_errors += 1
+        for scope in self._retrying:  # the server is not back: those retries give up
+            scope.cancel()
         text = self._redact.exception(error) if error is not None else "unknown error"
         c.last_connect_error = text
         self._last_connect_exc = error
@@ -1216,8 +1234,7 @@ class _ConnectionContext:
     ) -> None:
         conn = self._conn
         if conn is not None and not conn._returned:
-            conn._returned = True
-            self._pool._release(conn._conn)
+            conn._give_back()
 
 
 class _NotOpen(Bridge):

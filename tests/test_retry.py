@@ -18,7 +18,7 @@ import anyio
 import pytest
 
 import poolkit
-from poolkit.fakes import Drop, FakeDriver, Hang, Plan, Raise, Refuse
+from poolkit.fakes import Drop, FakeDriver, Hang, Latency, Plan, Raise, Refuse
 from tests.backends import need, resolve
 
 pytestmark = pytest.mark.anyio
@@ -304,35 +304,86 @@ async def test_a_burst_on_lost_connections_fails_no_call() -> None:
         assert 1 <= pool.stats().retried <= 4
 
 
-async def test_no_fresh_connection_for_the_retry() -> None:
-    """The retry cannot get a connection (the server refuses): the caller gets the pool's
-    timeout; the lost connection went back to the pool, so leaving the block, or releasing
-    it, does nothing more, and using it says what happened."""
+async def test_no_retry_while_the_server_refuses() -> None:
+    """The fresh connect for the retry is refused (the server is not back): the caller gets
+    its own error at once, not a wait; the lost connection went back to the pool, so leaving
+    the block, or releasing it, does nothing more, and using it says what happened."""
     driver = _fake()
-    async with _pool(driver, min_size=1, max_size=1, timeout=0.3) as pool:
+    async with _pool(driver, min_size=1, max_size=1, timeout=20) as pool:
         await pool.fetchone("SELECT 1")
         driver.plan = Plan(Refuse())
         driver.drop()
-        async with pool.connection() as conn:
-            with pytest.raises(poolkit.PoolTimeout):
-                await conn.fetchone("SELECT 1")
-            with pytest.raises(poolkit.ConnectionReturned, match="was lost"):
-                await conn.fetchone("SELECT 1")
-        conn2 = await _acquire_after(pool, driver)
-        with pytest.raises(poolkit.PoolTimeout):
-            await conn2.fetchone("SELECT 1")
-        pool.release(conn2)  # given back already: a no-op, no error
-        pool.release(conn2)
-        assert pool.stats().retried == 2
+        with anyio.fail_after(5):  # not the 20 s acquire timeout
+            async with pool.connection() as conn:
+                with pytest.raises(driver.OperationalError, match="closed the connection"):
+                    await conn.fetchone("SELECT 1")
+                with pytest.raises(poolkit.ConnectionReturned, match="was lost"):
+                    await conn.fetchone("SELECT 1")
+        with anyio.fail_after(5):  # connects are failing already: no wait at all
+            taken = await _acquire_then_lose(pool, driver)
+            with pytest.raises(driver.OperationalError):
+                await taken.fetchall("SELECT 1")
+        pool.release(taken)  # given back already: a no-op, no error
+        pool.release(taken)
+        assert pool.stats().retried == 0
 
 
-async def _acquire_after(pool: poolkit.Pool, driver: FakeDriver) -> poolkit.AsyncConnection:
-    """A connection from an open fake server, lost right after it was handed out."""
+async def _acquire_then_lose(pool: poolkit.Pool, driver: FakeDriver) -> poolkit.AsyncConnection:
+    """A connection from a server that accepts, lost once it was handed out, the server then
+    refusing connects again."""
     driver.plan = Plan()
-    conn = await pool.acquire(timeout=5)
+    conn = await pool.acquire()
     driver.plan = Plan(Refuse())
     driver.drop()
     return conn
+
+
+async def test_a_retry_waits_no_longer_than_the_acquire_timeout() -> None:
+    """Every other connection is held, and the lost one's replacement cannot connect in
+    time (a slow connect): the caller gets its own error after the pool's timeout."""
+    driver = _fake()
+    async with _pool(driver, min_size=1, max_size=1, timeout=0.3) as pool:
+        await pool.fetchone("SELECT 1")
+        driver.plan = Plan(Latency(1.0, op="connect"))
+        driver.drop()
+        with anyio.fail_after(0.9), pytest.raises(driver.OperationalError):
+            await pool.fetchone("SELECT 1")
+        assert pool.stats().retried == 0
+        with anyio.fail_after(5):  # the slow connect ends (close() would not wait for it)
+            while pool.stats().opening:
+                await anyio.sleep(0.01)
+
+
+async def test_released_by_another_task_during_the_retry() -> None:
+    """The owner releases the connection from another task while its lost call waits for a
+    fresh one: the fresh one goes back to the pool, the call says the connection was
+    released, and nothing leaks."""
+    driver = _fake()
+    async with _pool(driver, min_size=1, max_size=1) as pool:
+        await pool.fetchone("SELECT 1")
+        driver.plan = Plan(Latency(0.3, op="connect"))
+        driver.drop()
+        conn = await pool.acquire()
+        outcome: list[BaseException] = []
+
+        async def call() -> None:
+            try:
+                await conn.fetchone("SELECT 1")
+            except Exception as exc:
+                outcome.append(exc)
+
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(call)
+                while pool.stats().opening == 0:  # the retry waits for its connection
+                    await anyio.sleep(0.005)
+                pool.release(conn)
+        assert len(outcome) == 1 and isinstance(outcome[0], poolkit.ConnectionReturned)
+        with anyio.fail_after(5):
+            while pool.stats().in_use or pool.stats().opening:
+                await anyio.sleep(0.01)
+        assert pool.stats().idle == 1
+        assert await pool.fetchone("SELECT 2") == (2,)
 
 
 # ----- a real server ------------------------------------------------------------------------

@@ -100,6 +100,10 @@ class StatefulPool(Protocol):
 
     async def close(self) -> None: ...
 
+    # Optional: ``given_back(conn) -> bool``, whether the pool took ``conn`` back from its
+    # holder after a failed call (poolkit: the call found its connection lost and no other
+    # was at hand to run it again on); the holder then holds nothing.
+
     # Optional, by capability.
     async def resize(self, min_size: int, max_size: int) -> None: ...
     def sizes(self) -> Sizes: ...
@@ -166,6 +170,9 @@ class PoolkitSubject:
 
     def raw(self, conn: Any) -> Any:
         return conn._conn.link.raw
+
+    def given_back(self, conn: Any) -> bool:
+        return bool(conn.closed)
 
     async def close(self) -> None:
         await self.pool.close()

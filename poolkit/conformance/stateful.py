@@ -162,6 +162,8 @@ class Figures:
     cancels: int = 0
     kills: int = 0
     call_errors: int = 0
+    #: statements run again on a fresh connection after theirs was lost (see _follow)
+    retries: int = 0
     faults: Counter[str] = field(default_factory=Counter)
 
     def reset(self) -> None:
@@ -174,7 +176,8 @@ class Figures:
         return (
             f"{self.examples} examples, {self.steps} steps; {self.acquired} connections handed"
             f" out, {self.acquire_timeouts} acquire timeouts, {self.cancels} cancels,"
-            f" {self.kills} sessions killed, {self.call_errors} calls failed;"
+            f" {self.kills} sessions killed, {self.call_errors} calls failed"
+            f" ({self.retries} more retried on a fresh connection);"
             f" {sum(self.faults.values())} faults injected ({kinds})"
         )
 
@@ -398,8 +401,33 @@ class PoolMachine(RuleBasedStateMachine):
                         f"max_lifetime={MAX_LIFETIME:g}"
                     )
 
+    def _follow(self, holder: _Holder) -> None:
+        """A pool may run a statement that found its connection lost once more on a fresh
+        one (poolkit's ``retry_lost``): the holder holds that one from then on. Only safe
+        when the lost one was lost and no work of the holder's open transaction goes with
+        it, and the new one must be nobody else's."""
+        raw = self._subject.raw(holder.conn)
+        if raw is None or raw is holder.raw:
+            return
+        old = holder.raw
+        if not old.lost_reported:
+            raise AssertionError(
+                f"fake connection {old.id} was swapped for {raw.id} though no call found it lost"
+            )
+        if holder.pending or holder.unsure:
+            raise AssertionError(
+                f"a call was run again on fake connection {raw.id} after its connection "
+                f"{old.id} was lost with earlier work of the same transaction: "
+                f"{sorted(holder.pending | holder.unsure)}"
+            )
+        if any(h.raw is raw for h in self.holders.values() if h is not holder):
+            raise AssertionError(f"fake connection {raw.id} handed out to two callers")
+        holder.raw = raw
+        FIGURES.retries += 1
+
     def _after_call(self, holder: _Holder, op: _Op, kind: str, key: int | None = None) -> None:
         """Account for a call's outcome in the model of what the table must hold."""
+        self._follow(holder)
         if op.cancelled:
             FIGURES.cancels += 1
         error = op.error
@@ -436,6 +464,16 @@ class PoolMachine(RuleBasedStateMachine):
             if kind == "rollback" or op.cancelled:
                 holder.unsure |= holder.pending
                 holder.pending = set()
+        given_back = getattr(self._subject, "given_back", None)
+        if given_back is not None and given_back(holder.conn):
+            # The pool took the connection back (lost, and no other at hand to run the
+            # call again on): the caller holds nothing now, and its transaction is gone.
+            if not lost:
+                raise AssertionError(
+                    f"the pool took fake connection {holder.raw.id} from its caller, "
+                    "though no call found it lost"
+                )
+            del self.holders[holder.name]
 
     def _holder(self, which: int) -> _Holder | None:
         """A caller with a connection and no call running: one that holds one already, or
@@ -580,12 +618,17 @@ class PoolMachine(RuleBasedStateMachine):
         )
         deadline = time.monotonic() + LIVENESS
         while not op.done and time.monotonic() < deadline:
-            if self.driver.hanging_on(holder.raw.id):  # release() and drop() reach it now
-                break
+            # (the raw connection may change: a statement that finds its connection lost
+            # may run again on a fresh one, see _follow)
+            raw = self._subject.raw(holder.conn)  # None while it is being swapped
+            if raw is not None and self.driver.hanging_on(raw.id):
+                break  # release() and drop() reach it now
             time.sleep(0.001)
         else:
             if not op.done:
                 raise AssertionError(f"a query did not reach the driver within {LIVENESS:g} s")
+        if not op.done:
+            self._follow(holder)
         self._settle()
 
     @precondition(lambda self: self._is_open())
@@ -597,6 +640,7 @@ class PoolMachine(RuleBasedStateMachine):
             return
         op = queries[which % len(queries)]
         assert op.holder is not None
+        self._follow(op.holder)  # a fault (a timed Hang that drops) may have moved it already
         if how == "cancel":
             self._on_loop(op.cancel)
         elif how == "release":
@@ -604,8 +648,28 @@ class PoolMachine(RuleBasedStateMachine):
         else:
             self.driver.drop(op.holder.raw.id)
             FIGURES.kills += 1
+            if self._hangs_again(op):
+                # The pool ran the statement once more on a fresh connection (retry_lost: the
+                # first statement of a checkout, its transaction gone with the session), and
+                # it hangs there too. Cut that one as well: a second retry would be a bug.
+                self.driver.drop(op.holder.raw.id)
+                FIGURES.kills += 1
         self._finish(op, f"a hung query ended by {how}")
         self._collect()
+
+    def _hangs_again(self, op: _Op) -> bool:
+        """Whether ``op``, a hung statement whose connection was cut, now hangs on another
+        connection of its holder (the holder follows it there)."""
+        holder = op.holder
+        assert holder is not None
+        deadline = time.monotonic() + LIVENESS
+        while not op.done and time.monotonic() < deadline:
+            raw = self._subject.raw(holder.conn)
+            if raw is not None and raw is not holder.raw and self.driver.hanging_on(raw.id):
+                self._follow(holder)
+                return True
+            time.sleep(0.001)
+        return False
 
     @precondition(lambda self: self._is_open())
     @rule(which=st.integers(0, 7))
@@ -721,6 +785,12 @@ class PoolMachine(RuleBasedStateMachine):
         for op in list(self.ops):
             if op.kind == "acquire":
                 self._on_loop(op.cancel)
+            deadline = time.monotonic() + LIVENESS
+            while not op.done and time.monotonic() < deadline:
+                # A statement whose connection a fault dropped may run again on a fresh one
+                # (retry_lost) and hang there anew: release that one too.
+                time.sleep(0.005)
+                self.driver.release()
             self._finish(op, f"a {op.kind} while draining")
         self._collect()
         for holder in list(self.holders.values()):
