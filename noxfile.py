@@ -174,12 +174,16 @@ def bench(session: nox.Session) -> None:
     """poolkit beside the native async pools on the local PostgreSQL and MariaDB (issue 6).
 
     ``nox -s bench`` is the full run (3 rounds x 3 s, N = 1, 4, 16, 64; then K processes x a
-    pool of M each, straight to PostgreSQL and through PgBouncer, 3 rounds x 5 s; about 55
-    minutes), writing benchmarks/RESULTS.md, its plots and samples in benchmarks/results/, and
-    benchmarks/results/pgbouncer.md and .json; ``nox -s bench -- --quick`` takes about two
-    minutes and writes benchmarks/results-quick/; ``nox -s bench -- --workload pgbouncer`` runs
-    the many-processes case alone. Arguments after ``--`` go to ``python -m benchmarks``
-    (``--help``).
+    pool of M each, straight to PostgreSQL and through PgBouncer, 3 rounds x 5 s; then poolkit,
+    psycopg_pool and asyncpg through a server restart, crash and freeze on a private
+    PostgreSQL 15 cluster it starts and removes itself, 3 rounds; about 60 minutes), writing
+    benchmarks/RESULTS.md, its plots and samples in benchmarks/results/, and
+    benchmarks/results/pgbouncer.md, restart.md and their .json; ``nox -s bench -- --quick``
+    takes about three minutes and writes benchmarks/results-quick/; ``nox -s bench --
+    --workload pgbouncer`` runs the many-processes case alone, ``--workload restart`` the
+    restart, crash and freeze case alone (about 4 minutes; it needs the PostgreSQL server
+    binaries, POOLKIT_PG_BIN, default /usr/lib/postgresql/15/bin). Arguments after ``--`` go to
+    ``python -m benchmarks`` (``--help``).
     On a shared machine, serialise runs: ``flock /tmp/poolkit-bench.lock nox -s bench``.
     """
     session.install("-e", ".[bench]")

@@ -11,4 +11,10 @@ The ``pgbouncer`` workload runs many processes instead of one: :mod:`.pgbouncer`
 K processes x a pool of M each, straight to PostgreSQL and through PgBouncer), :mod:`.fleet`
 (the worker processes), :mod:`.sessions` (server sessions and PgBouncer clients, sampled) and
 :mod:`.pgbouncer_report` (its tables).
+
+The ``restart`` workload runs poolkit, psycopg_pool and asyncpg through a server restart, a
+crash and a freeze: :mod:`.restart` (the plan, each run in a process of its own),
+:mod:`.restart_scenarios` (what happens in that process), :mod:`.restart_samples` (settings,
+samples, the JSON), :mod:`.cluster` (the private PostgreSQL cluster they happen to) and
+:mod:`.restart_report` (its table).
 """

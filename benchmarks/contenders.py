@@ -6,7 +6,9 @@ has a factory: ``open(server, n)``, an async context manager yielding a :class:`
 (``query(sql)`` = acquire, run, fetch all, release; plus ``acquire``/``run`` for the contention
 workload) — or, for the limits, ``open_threads(server, n)`` yielding one blocking query function
 per thread. Everything the factory does happens before the timed region. Every contender runs
-in autocommit; every pool has ``min_size = max_size = n``.
+in autocommit; every pool has ``min_size = max_size = n``. The pools' opener factories also
+build them with the library's defaults (``autocommit=False``: the driver's own transaction mode;
+``min_size``), as the restart workload (:mod:`.restart`) does.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ QueryFn = Callable[[str], Awaitable[object]]
 POOLKIT_PG = "poolkit+psycopg2"
 POOLKIT_MY = "poolkit+PyMySQL"
 ASYNCPG = "asyncpg Pool (no-op reset)"
+ASYNCPG_RESET = "asyncpg Pool (default reset)"
+PSYCOPG3 = "psycopg_pool (psycopg 3)"
 REFERENCE = {"postgres": POOLKIT_PG, "mysql": POOLKIT_MY}
 
 #: True when poolkit has the one-trip ``conn.fetchall(sql)``; the cursor path otherwise.
@@ -56,11 +60,13 @@ async def poolkit_query(pool: poolkit.Pool, sql: str) -> object:
 
 @dataclass(frozen=True)
 class Session:
-    """An opened contender: ``query(sql)``, and for pools ``acquire()`` + ``run(conn, sql)``."""
+    """An opened contender: ``query(sql)``, and for pools ``acquire()`` + ``run(conn, sql)``
+    and the pool object itself (for what only it does: ``await pool.close()``)."""
 
     query: QueryFn
     acquire: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None
     run: Callable[[Any, str], Awaitable[object]] | None = None
+    pool: Any = None
 
 
 Opener = Callable[[Server, int], contextlib.AbstractAsyncContextManager[Session]]
@@ -146,21 +152,32 @@ def _dbapi_cursors(server: Server, driver: str, n: int) -> Iterator[list[Any]]:
 # ----- poolkit -------------------------------------------------------------------------------
 
 
-def poolkit_opener(driver: str, threads: Literal["auto", "dedicated", "shared"] = "auto") -> Opener:
+def poolkit_opener(
+    driver: str,
+    threads: Literal["auto", "dedicated", "shared"] = "auto",
+    *,
+    autocommit: bool = True,
+    min_size: int | None = None,
+) -> Opener:
+    """``poolkit.Pool(driver, ...)`` of ``max_size = n`` and ``min_size`` (None: n); with
+    ``autocommit=False`` the driver's own transaction mode, as ``Pool(driver, dsn)`` gives."""
+
     @contextlib.asynccontextmanager
     async def open_(server: Server, n: int) -> AsyncIterator[Session]:
         module, args, kwargs = server.dbapi(driver)
+        on = autocommit and driver == "psycopg2"
         pool = poolkit.Pool(
             module,
             *args,
-            connect_kwargs=_connect_kwargs(driver, kwargs),
-            min_size=n,
+            connect_kwargs=_connect_kwargs(driver, kwargs) if autocommit else kwargs,
+            min_size=n if min_size is None else min_size,
             max_size=n,
-            configure=_autocommit if driver == "psycopg2" else None,
+            configure=_autocommit if on else None,
             threads=threads,
         )
         async with pool:
-            yield Session(functools.partial(poolkit_query, pool), pool.connection, poolkit_run)
+            query = functools.partial(poolkit_query, pool)
+            yield Session(query, pool.connection, poolkit_run, pool)
 
     return open_
 
@@ -224,13 +241,17 @@ async def no_reset(conn: Any) -> None:
     return None
 
 
-def _asyncpg_opener(reset: bool) -> Opener:
+def asyncpg_opener(reset: bool, *, min_size: int | None = None) -> Opener:
+    """``asyncpg.create_pool(url, ...)`` of ``max_size = n`` and ``min_size`` (None: n); its
+    default reset on every release, or a no-op one."""
+
     @contextlib.asynccontextmanager
     async def open_(server: Server, n: int) -> AsyncIterator[Session]:
         import asyncpg
 
         options: dict[str, Any] = {} if reset else {"reset": no_reset}
-        async with asyncpg.create_pool(server.url(), min_size=n, max_size=n, **options) as pool:
+        size = n if min_size is None else min_size
+        async with asyncpg.create_pool(server.url(), min_size=size, max_size=n, **options) as pool:
 
             async def run(conn: Any, sql: str) -> object:
                 return await conn.fetch(sql)
@@ -239,30 +260,38 @@ def _asyncpg_opener(reset: bool) -> Opener:
                 async with pool.acquire() as conn:
                     return await conn.fetch(sql)
 
-            yield Session(query, pool.acquire, run)
+            yield Session(query, pool.acquire, run, pool)
 
     return open_
 
 
-@contextlib.asynccontextmanager
-async def _psycopg_pool(server: Server, n: int) -> AsyncIterator[Session]:
-    from psycopg_pool import AsyncConnectionPool
+def psycopg_pool_opener(*, autocommit: bool = True, min_size: int | None = None) -> Opener:
+    """psycopg_pool's ``AsyncConnectionPool(dsn, ...)`` of ``max_size = n`` and ``min_size``
+    (None: n), opened and filled; with ``autocommit=False`` psycopg's own transaction mode."""
 
-    async with AsyncConnectionPool(
-        server.dsn, min_size=n, max_size=n, kwargs={"autocommit": True}, open=False
-    ) as pool:
-        await pool.wait()
+    @contextlib.asynccontextmanager
+    async def open_(server: Server, n: int) -> AsyncIterator[Session]:
+        from psycopg_pool import AsyncConnectionPool
 
-        async def run(conn: Any, sql: str) -> object:
-            cur = await conn.execute(sql)
-            return await cur.fetchall()
+        size = n if min_size is None else min_size
+        kwargs = {"autocommit": True} if autocommit else None
+        async with AsyncConnectionPool(
+            server.dsn, min_size=size, max_size=n, kwargs=kwargs, open=False
+        ) as pool:
+            await pool.wait()
 
-        async def query(sql: str) -> object:
-            async with pool.connection() as conn:
+            async def run(conn: Any, sql: str) -> object:
                 cur = await conn.execute(sql)
                 return await cur.fetchall()
 
-        yield Session(query, pool.connection, run)
+            async def query(sql: str) -> object:
+                async with pool.connection() as conn:
+                    cur = await conn.execute(sql)
+                    return await cur.fetchall()
+
+            yield Session(query, pool.connection, run, pool)
+
+    return open_
 
 
 @contextlib.asynccontextmanager
@@ -333,11 +362,11 @@ CONTENDERS: tuple[Contender, ...] = (
               ("psycopg2",), poolkit_opener("psycopg2", "dedicated"), dbapi="psycopg2"),
     Contender("poolkit+pyodbc (psqlODBC)", "postgres", "poolkit", _BOTH, ("pyodbc",),
               poolkit_opener("pyodbc"), dbapi="pyodbc"),
-    Contender(ASYNCPG, "postgres", "native", _ASYNCIO, ("asyncpg",), _asyncpg_opener(False)),
-    Contender("asyncpg Pool (default reset)", "postgres", "native", _ASYNCIO, ("asyncpg",),
-              _asyncpg_opener(True)),
-    Contender("psycopg_pool (psycopg 3)", "postgres", "native", _ASYNCIO,
-              ("psycopg", "psycopg_pool"), _psycopg_pool),
+    Contender(ASYNCPG, "postgres", "native", _ASYNCIO, ("asyncpg",), asyncpg_opener(False)),
+    Contender(ASYNCPG_RESET, "postgres", "native", _ASYNCIO, ("asyncpg",),
+              asyncpg_opener(True)),
+    Contender(PSYCOPG3, "postgres", "native", _ASYNCIO,
+              ("psycopg", "psycopg_pool"), psycopg_pool_opener()),
     Contender("SQLAlchemy async (asyncpg)", "postgres", "native", _ASYNCIO,
               ("sqlalchemy.ext.asyncio", "asyncpg", "greenlet"), _sqlalchemy),
     Contender("psycopg2 run_in_executor", "postgres", "baseline", _ASYNCIO, ("psycopg2",),

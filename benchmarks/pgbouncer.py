@@ -273,11 +273,7 @@ def save(path: Path, info: RunInfo, taken: list[FleetSample]) -> None:
 
 def is_ours(path: Path) -> bool:
     """Whether ``path`` is this case's JSON (not the other workloads' samples.json)."""
-    try:
-        head = path.read_text()[:64]
-    except OSError:
-        return False
-    return f'"format": "{FORMAT}"' in head
+    return samples.tagged(path, FORMAT)
 
 
 def load(path: Path) -> tuple[RunInfo, list[FleetSample]]:

@@ -1,19 +1,28 @@
 """The command line: pick the runs, run them with a progress bar, print and write the results.
 
-    python -m benchmarks                # full: 3 rounds x 3 s, N = 1, 4, 16, 64, and the
-                                        # pgbouncer workload, 3 rounds x 5 s (~55 min)
-    python -m benchmarks --quick        # 1 round x 0.5 s, N = 1, 16, short cycles (~2 min)
+    python -m benchmarks                # full: 3 rounds x 3 s, N = 1, 4, 16, 64, the
+                                        # pgbouncer workload, 3 rounds x 5 s, and the
+                                        # restart workload, 3 rounds (~60 min)
+    python -m benchmarks --quick        # 1 round x 0.5 s, N = 1, 16, short cycles (~3 min)
     python -m benchmarks --workload select1 --contender 'poolkit*,asyncpg*' --n 16
     python -m benchmarks --from-json benchmarks/results/samples.json   # re-render only
     python -m benchmarks --workload pgbouncer  # K processes x a pool of M, direct vs PgBouncer
     python -m benchmarks --workload pgbouncer --quick                   # a few seconds
+    python -m benchmarks --workload restart    # a server restart, crash and freeze: poolkit,
+                                               # psycopg_pool and asyncpg on a private
+                                               # PostgreSQL cluster, 3 rounds (~4 min)
+    python -m benchmarks --workload restart --quick   # 1 round, 16 callers, 10 s cap (~1 min)
 
+The restart workload writes restart.md and restart.json into results/ when it runs with its
+full settings (``--workload restart`` alone included; its settings: ``--rounds``,
+``--callers``, ``--hang-cap``, ``--scenarios``, ``--contender``), into results-quick/ otherwise.
 Wrap every measuring run in ``flock /tmp/poolkit-bench.lock`` on a shared machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import fnmatch
 import importlib.util
 import os
@@ -25,7 +34,18 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from . import pgbouncer, pgbouncer_report, plots, report, samples, sysinfo
+from . import (
+    pgbouncer,
+    pgbouncer_report,
+    plots,
+    report,
+    restart,
+    restart_report,
+    restart_samples,
+    samples,
+    sysinfo,
+)
+from .cluster import private_cluster
 from .contenders import CONTENDERS, POOLKIT_CALL, Contender, missing
 from .cycles import CYCLE_CONTENDERS, CycleContender
 from .dsn import Server
@@ -38,7 +58,9 @@ FULL_OUT, SCRATCH_OUT = HERE / "results", HERE / "results-quick"
 LOOPS = ("asyncio", "uvloop", "trio")
 #: the many-processes case (:mod:`.pgbouncer`), a workload of the command line
 FLEET = "pgbouncer"
-WORKLOAD_NAMES = (*ALL_WORKLOADS, FLEET)
+#: a server restart, crash and freeze (:mod:`.restart`), a workload of the command line
+RESTART = "restart"
+WORKLOAD_NAMES = (*ALL_WORKLOADS, FLEET, RESTART)
 
 
 def _csv(text: str) -> list[str]:
@@ -74,11 +96,24 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--fleet-workloads",
         help=f"some of {','.join(FLEET_WORKLOADS)} (all; quick: select1)",
     )
+    g = p.add_argument_group(
+        f"the {RESTART} workload",
+        "poolkit, psycopg_pool and asyncpg through a server restart, crash and freeze, on a"
+        " private PostgreSQL cluster; --rounds (3) and --contender apply to it too",
+    )
+    g.add_argument("--scenarios", help=f"some of {','.join(restart_samples.SCENARIO_NAMES)} (all)")
+    g.add_argument("--callers", type=int, help="C, the callers of every scenario (32; quick: 16)")
+    g.add_argument(
+        "--hang-cap", type=float, help="seconds after which a scenario is hung (30; quick: 10)"
+    )
     args = p.parse_args(argv)
+    restart_options = (args.rounds, args.callers, args.hang_cap, args.scenarios, args.contender)
+    args.restart_partial = args.quick or any(v is not None for v in restart_options)
     fleet_options = (args.processes, args.pool_size, args.tasks_per_process, args.fleet_workloads)
     partial = any(v is not None for v in (args.seconds, args.rounds, args.n, args.workload))
     partial = partial or args.contender is not None or args.loop is not None
     partial = partial or any(v is not None for v in fleet_options) or args.default_pool_size != 8
+    partial = partial or any(v is not None for v in restart_options[1:])
     args.partial = args.quick or partial or args.backend != "postgres,mysql"
     quick = args.quick
     args.fleet = pgbouncer.Settings(
@@ -94,6 +129,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         ),
         threshold=args.threshold,
     )
+    args.restart_settings = restart_samples.Settings(
+        rounds=args.rounds or (1 if quick else 3),
+        callers=args.callers or (16 if quick else 32),
+        cap=args.hang_cap or (10.0 if quick else 30.0),
+        scenarios=tuple(_csv(args.scenarios or ",".join(restart_samples.SCENARIO_NAMES))),
+        pools=tuple(name for name in restart_samples.POOL_NAMES if _wanted(name, args.contender)),
+    )
     args.seconds = args.seconds or (0.5 if quick else 3.0)
     args.rounds = args.rounds or (1 if quick else 3)
     args.warmup = args.warmup if args.warmup is not None else (0.1 if quick else 0.3)
@@ -105,6 +147,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     for name, values, known in (
         ("--workload", args.workload, WORKLOAD_NAMES),
         ("--fleet-workloads", args.fleet.workloads, tuple(FLEET_WORKLOADS)),
+        ("--scenarios", args.restart_settings.scenarios, restart_samples.SCENARIO_NAMES),
         ("--loop", args.loop, LOOPS),
         ("--backend", args.backend, ("postgres", "mysql")),
     ):
@@ -112,7 +155,8 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         if wrong:
             p.error(f"{name}: unknown {', '.join(sorted(wrong))}; known: {', '.join(known)}")
     args.pgbouncer = FLEET in args.workload
-    args.workload = [w for w in args.workload if w != FLEET]
+    args.restart = RESTART in args.workload
+    args.workload = [w for w in args.workload if w not in (FLEET, RESTART)]
     return args
 
 
@@ -251,6 +295,18 @@ def write_fleet(
     return text
 
 
+def write_restart(
+    out: Path, info: samples.RunInfo, taken: list[restart_samples.RestartSample], save: bool
+) -> str:
+    """Write restart.md (and restart.json when ``save``) into ``out``; returns the text."""
+    out.mkdir(parents=True, exist_ok=True)
+    if save:
+        restart_samples.save(out / "restart.json", info, taken)
+    text = restart_report.document(info, taken)
+    (out / "restart.md").write_text(text + "\n")
+    return text
+
+
 def _fleet_server(args: argparse.Namespace, console: Console) -> tuple[Server | None, str]:
     """The PostgreSQL server the pgbouncer workload runs on; or None and why it cannot."""
     why = pgbouncer.unavailable() if "postgres" in args.backend else "needs the postgres backend"
@@ -304,6 +360,55 @@ def _fleet(args: argparse.Namespace, console: Console, out: Path, server: Server
     print(f"written: {out / 'pgbouncer.md'}, {out / 'pgbouncer.json'}", file=sys.stderr)
 
 
+def _restart_unavailable(args: argparse.Namespace, console: Console) -> str:
+    """Why the restart workload cannot run here ("" when it can)."""
+    settings: restart_samples.Settings = args.restart_settings
+    why = restart.unavailable() or ("" if settings.pools else "--contender leaves no pool")
+    if not why:
+        return ""
+    if args.require:
+        raise SystemExit(f"the {RESTART} workload is required but {why}")
+    console.print(f"skipping the {RESTART} workload: {why}", markup=False)
+    return why
+
+
+def _restart(args: argparse.Namespace, console: Console, out: Path) -> None:
+    """The restart workload: a private cluster, the runs, restart.md and .json."""
+    settings: restart_samples.Settings = args.restart_settings
+    info = samples.RunInfo(sysinfo.machine(), sysinfo.versions(), settings=settings.describe())
+    pools = []
+    for name in settings.pools:
+        why = restart.pool_unavailable(name)
+        if why is None:
+            pools.append(name)
+        else:
+            console.print(f"skipping {name} in the {RESTART} workload: {why}", markup=False)
+            info.skipped[f"{name} ({RESTART} workload)"] = why
+    settings = dataclasses.replace(settings, pools=tuple(pools))
+    runs = restart.plan(settings)
+    console.print(f"{RESTART}: {len(runs)} runs planned on a private PostgreSQL cluster")
+    started = time.perf_counter()
+
+    def say(i: int, run: restart_samples.RestartRun, sample: restart_samples.RestartSample) -> None:
+        left = (time.perf_counter() - started) / i * (len(runs) - i)
+        console.print(
+            f"[{i}/{len(runs)} ~{left / 60:.1f} min left] {run.label}: {restart.summary(sample)}",
+            markup=False,
+            highlight=False,
+        )
+
+    with private_cluster() as cluster:
+        info.servers["PostgreSQL, private cluster"] = cluster.version()
+        info.notes.append(f"PostgreSQL binaries: {cluster.bin_dir}")
+        taken = restart.measure(runs, settings, cluster, say)
+    write_restart(out, info, taken, save=True)
+    wide = console if console.is_terminal else Console(highlight=False, width=200)
+    wide.print(restart_report.table(taken, info))
+    for name, why in info.skipped.items():
+        console.print(f"{name}: {why}", markup=False)
+    print(f"written: {out / 'restart.md'}, {out / 'restart.json'}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     console = Console(highlight=False, soft_wrap=True)
@@ -311,26 +416,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = args.out or args.from_json.parent
         if pgbouncer.is_ours(args.from_json):
             print(write_fleet(out, *pgbouncer.load(args.from_json), save=False))
+        elif restart_samples.is_ours(args.from_json):
+            print(write_restart(out, *restart_samples.load(args.from_json), save=False))
         else:
             info, taken = samples.load(args.from_json)
             print(write(out, info, taken, save=False))
         return 0
     out = args.out or (SCRATCH_OUT if args.partial else FULL_OUT)
     server, why = _fleet_server(args, console) if args.pgbouncer else (None, "")
+    restart_why = _restart_unavailable(args, console) if args.restart else ""
     if args.workload:
-        _single_process(args, console, out, why)
+        _single_process(args, console, out, {FLEET: why, RESTART: restart_why})
     if server is not None:
         _fleet(args, console, out, server)
+    if args.restart and not restart_why:
+        restart_out = args.out or (SCRATCH_OUT if args.restart_partial else FULL_OUT)
+        _restart(args, console, restart_out)
     return 0
 
 
-def _single_process(args: argparse.Namespace, console: Console, out: Path, fleet_skip: str) -> None:
-    """Every workload but pgbouncer: one process, the contenders side by side; RESULTS.md."""
+def _single_process(
+    args: argparse.Namespace, console: Console, out: Path, skips: dict[str, str]
+) -> None:
+    """Every workload but pgbouncer and restart: one process, the contenders side by side;
+    RESULTS.md. ``skips``: why pgbouncer or restart, asked for too, cannot run ("": it can)."""
     info = samples.RunInfo(sysinfo.machine(), sysinfo.versions())
-    if fleet_skip:
-        info.skipped[f"{FLEET} workload"] = fleet_skip
-    elif args.pgbouncer:
+    for name, why in skips.items():
+        if why:
+            info.skipped[f"{name} workload"] = why
+    if args.pgbouncer and not skips[FLEET]:
         info.notes.append(f"many processes through PgBouncer: {FLEET}.md beside samples.json")
+    if args.restart and not skips[RESTART]:
+        info.notes.append(f"a server restart, crash and freeze: {RESTART}.md")
     contenders, pools, servers = _select(args, info, console)
     runs = plan(contenders, pools, servers, args.workload, args.n, args.loop, args.rounds)
     settings = Settings(args.seconds, args.warmup, args.rounds, args.cycle_seconds, args.threshold)

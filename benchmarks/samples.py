@@ -124,6 +124,15 @@ def save(path: Path, info: RunInfo, samples: Sequence[Any], tag: int | str = 1) 
     path.write_text(f'{head}"samples": [\n{rows}\n]}}\n')
 
 
+def tagged(path: Path, tag: int | str) -> bool:
+    """Whether ``path`` is a JSON :func:`save` wrote with ``tag`` (read from its head only)."""
+    try:
+        head = path.read_text()[:64]
+    except OSError:
+        return False
+    return f'"format": {json.dumps(tag)}' in head
+
+
 def load(path: Path) -> tuple[RunInfo, list[Sample]]:
     data = json.loads(path.read_text())
     if data.get("format") != 1:

@@ -1,25 +1,50 @@
 """The benchmark runner without a server: the pool-cycle part for real (briefly), and the
 tables and verdicts on synthetic samples; the PgBouncer case's pieces on synthetic samples,
-and for real (briefly) where PostgreSQL and pgbouncer are there. Nothing here asserts a
-timing."""
+and for real (briefly) where PostgreSQL and pgbouncer are there; the restart workload's report
+on synthetic samples, and for real (briefly) on a private cluster where the PostgreSQL server
+binaries are there. Nothing here asserts a timing."""
 
 from __future__ import annotations
 
 import dataclasses
 import io
 import json
+import os
+import signal
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
 
-from benchmarks import measure, pgbouncer, pgbouncer_report, report, run, samples, sessions, sysinfo
-from benchmarks.contenders import ASYNCPG, CONTENDERS, POOLKIT_MY, POOLKIT_PG
+from benchmarks import (
+    cluster,
+    measure,
+    pgbouncer,
+    pgbouncer_report,
+    report,
+    restart,
+    restart_report,
+    restart_samples,
+    run,
+    samples,
+    sessions,
+    sysinfo,
+)
+from benchmarks.contenders import (
+    ASYNCPG,
+    ASYNCPG_RESET,
+    CONTENDERS,
+    POOLKIT_MY,
+    POOLKIT_PG,
+    PSYCOPG3,
+)
 from benchmarks.cycles import CYCLE_CONTENDERS, POOLKIT_FAKE, PSYCOPG_POOL
 from benchmarks.samples import Sample, histogram
 from benchmarks.summary import summarise
 from benchmarks.verdicts import MET, MISSED, UNJUDGED, native_wins, targets
-from tests.backends import probe, required_backends
+from tests.backends import need, probe, required_backends
 
 
 @pytest.mark.anyio
@@ -409,3 +434,254 @@ def test_the_pgbouncer_workload_for_real_briefly(tmp_path: Path) -> None:
     assert 1 <= sessions.peak(bounced, "server") <= 2  # default_pool_size
     assert sessions.peak(bounced, "clients") == 4
     assert "| 2 x 2 | PgBouncer (2) |" in (tmp_path / "pgbouncer.md").read_text()
+
+
+# ----- a server restart, crash and freeze (the restart workload) ---------------------------
+
+
+def restart_sample(
+    scenario: str, pool: str, round: int = 0, **measured: Any
+) -> restart_samples.RestartSample:
+    return restart_samples.RestartSample(scenario, pool, round, wall=10.0, **measured)
+
+
+def restart_rounds() -> list[restart_samples.RestartSample]:
+    """Three rounds of three scenarios, by hand: a hung close, a lost row, a broken run."""
+    taken = []
+    for r in range(3):
+        taken += [
+            restart_sample("restart-burst", POOLKIT_PG, r, seconds=(0.010, 0.012, 0.020)[r],
+                           calls=32),
+            restart_sample("restart-burst", PSYCOPG3, r, seconds=0.015, calls=32,
+                           failed=(8, 7, 8)[r], error="AdminShutdown: terminating connection"),
+            restart_sample("restart-burst", ASYNCPG_RESET, r, seconds=0.014, calls=32),
+            restart_sample("crash-recovery", POOLKIT_PG, r, seconds=(0.05, 0.07, 0.09)[r],
+                           all_back=0.1, failed=3, acked=3000, lost=0, outage=1.2),
+            restart_sample("crash-recovery", PSYCOPG3, r, seconds=(1.6, 1.7, 1.8)[r],
+                           all_back=1.8, failed=8, acked=4000, lost=0, outage=1.2),
+            restart_sample("crash-recovery", ASYNCPG_RESET, r, seconds=0.03, all_back=0.06,
+                           failed=176, acked=3000, lost=(0, 1, 0)[r], outage=1.2),
+            restart_sample("close-frozen", POOLKIT_PG, r, seconds=(5.5, 5.51, 5.52)[r],
+                           blocked=0, threads=16, threads_left=0),
+            restart_sample("close-frozen", PSYCOPG3, r, seconds=0.0003, blocked=8, threads=0,
+                           threads_left=0),
+        ]  # fmt: skip
+    taken += [
+        restart_sample("close-frozen", ASYNCPG_RESET, 0, hung=True, blocked=32, threads=0,
+                       threads_left=0, note="close() cut off at 30 s"),
+        restart_sample("close-frozen", ASYNCPG_RESET, 1, seconds=12.0, blocked=32, threads=0,
+                       threads_left=0),
+        restart_sample("close-frozen", ASYNCPG_RESET, 2, hung=True, blocked=32, threads=0,
+                       threads_left=0),
+        restart_sample("close-frozen", POOLKIT_PG, 3, seconds=99.0, blocked=99,
+                       broken="the run's process exited (1) without a result"),
+    ]  # fmt: skip
+    return taken
+
+
+def restart_info() -> samples.RunInfo:
+    settings = restart_samples.Settings().describe()
+    server = {"PostgreSQL, private cluster": "PostgreSQL 15.20"}
+    machine = {**sysinfo.machine(), "commit": "abc1234"}
+    return samples.RunInfo(machine, {"asyncpg": "0.32.0"}, server, settings)
+
+
+def test_the_restart_report_shows_medians_ranges_and_the_best_pool() -> None:
+    text = restart_report.document(restart_info(), restart_rounds())
+    assert "- poolkit commit: abc1234" in text
+    assert "- Server (PostgreSQL, private cluster): PostgreSQL 15.20" in text
+    assert "`poolkit.Pool(psycopg2, dsn, min_size=8, max_size=8)`" in text
+    assert (
+        "| restart-burst | failed calls (of 32) | 0 (0 to 0) | 8 (7 to 8) | 0 (0 to 0)"
+        f" | {POOLKIT_PG}, {ASYNCPG_RESET} |"
+    ) in text
+    # 12 ms beside 15 and 14: the fastest median, but its runs (10 to 20) overlap 14's
+    assert (
+        "| restart-burst | time for the 32 calls | 12 ms (10 to 20) | 15 ms (15 to 15)"
+        f" | 14 ms (14 to 14) | {POOLKIT_PG}; range overlaps {PSYCOPG3}, {ASYNCPG_RESET} |"
+    ) in text
+    assert (
+        "| crash-recovery | server accepts → first commit | 70 ms (50 to 90)"
+        f" | 1,700 ms (1,600 to 1,800) | 30 ms (30 to 30) | {ASYNCPG_RESET} |"
+    ) in text
+    # one lost row in one run is not best, even with a median of 0
+    lost = f"| 0 (0 to 0) | 0 (0 to 0) | 0 (0 to 1) | {POOLKIT_PG}, {PSYCOPG3} |"
+    assert f"| acknowledged rows lost {lost}" in text
+    assert "| commits acknowledged in the run | 3,000 (3,000 to 3,000) |" in text
+    # two of three closes hung: the median hung; the broken run is left out of the cells
+    assert (
+        "| close-frozen | close() took | 5.51 s (5.50 to 5.52) | 0.00 s (0.00 to 0.00)"
+        f" | >30 s, hung in 2/3 | {PSYCOPG3} |"
+    ) in text
+    assert f"| 0 (0 to 0) | 8 (8 to 8) | 32 (32 to 32) ⚠ hung 2/3 | {POOLKIT_PG} |" in text
+    reading = text.split("## Reading")[1]
+    assert (
+        f"- close-frozen, close() took: best {PSYCOPG3} (0.00 s with 8 callers still blocked);"
+        f" then {POOLKIT_PG} 5.51 s with 0 callers still blocked," in reading
+    )
+    assert f"- **{ASYNCPG_RESET} hung** in close-frozen: 2 of 3 runs." in reading
+    assert (
+        f"- crash-recovery, server accepts → first commit: best {ASYNCPG_RESET} (30 ms); then"
+        in reading
+    )  # 30 ms below every run of the others: no overlap to name
+    assert f"best {POOLKIT_PG} (12 ms), but the runs overlap those of {PSYCOPG3}," in reading
+    assert f"- **{ASYNCPG_RESET} lost 1 acknowledged rows** in crash-recovery." in reading
+    assert (
+        f"- crash-recovery, acknowledged rows lost: best {POOLKIT_PG} (at most 0), {PSYCOPG3}"
+        f" (at most 0); then {ASYNCPG_RESET} at most 1." in reading
+    )
+    assert (
+        f"- close-frozen, {POOLKIT_PG}, round 4: the run's process exited (1) without a result"
+    ) in text
+    assert f"- restart-burst, {PSYCOPG3}: first error of a run: `AdminShutdown:" in text
+    console = Console(file=io.StringIO(), width=250)
+    console.print(restart_report.table(restart_rounds(), restart_info()))
+    printed = console.file.getvalue()  # type: ignore[attr-defined]
+    assert "close() took" in printed and ">30 s, hung in 2/3" in printed
+
+
+def test_a_hung_run_counts_as_the_longest_time_and_is_never_best() -> None:
+    hung = restart_sample("close-frozen", POOLKIT_PG, hung=True, blocked=3)
+    ok = restart_sample("close-frozen", PSYCOPG3, seconds=29.0, blocked=0)
+    rows = restart_report.rows([hung, ok])
+    close = next(cells for _, m, cells in rows if m.field == "seconds")
+    took = restart_report.MEASURES["close-frozen"][0]
+    assert restart_report.best(close, took) == [PSYCOPG3]
+    assert restart_report.show(close[POOLKIT_PG], "s", 30.0) == ">30 s, hung"
+    # what is not measured (a count of a hung run) is no value, not the longest
+    unmeasured = restart_sample("close-frozen", POOLKIT_PG, hung=True)
+    blocked = restart_report.cell([hung, unmeasured], restart_report.MEASURES["close-frozen"][1])
+    assert blocked.known == [3.0] and blocked.hung == 2
+    # equal as shown is a tie, not a win by a microsecond
+    a = restart_sample("restart-burst", POOLKIT_PG, seconds=0.0141, calls=32)
+    b = restart_sample("restart-burst", ASYNCPG_RESET, seconds=0.0138, calls=32)
+    times = next(c for _, m, c in restart_report.rows([a, b]) if m.field == "seconds")
+    took = restart_report.MEASURES["restart-burst"][1]
+    assert restart_report.best(times, took) == [POOLKIT_PG, ASYNCPG_RESET]
+
+
+def test_restart_samples_survive_the_json_and_rerender(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    taken, info = restart_rounds(), restart_info()
+    path = tmp_path / "restart.json"
+    restart_samples.save(path, info, taken)
+    assert restart_samples.is_ours(path) and not pgbouncer.is_ours(path)
+    assert (info, taken) == restart_samples.load(path)
+    pgbouncer.save(tmp_path / "pgbouncer.json", info, [])
+    assert not restart_samples.is_ours(tmp_path / "pgbouncer.json")
+    with pytest.raises(ValueError, match="not a restart workload results file"):
+        restart_samples.load(tmp_path / "pgbouncer.json")
+    assert run.main(["--from-json", str(path)]) == 0
+    written = (tmp_path / "restart.md").read_text()
+    assert capsys.readouterr().out.strip() == written.strip()
+    assert written.strip() == restart_report.document(info, taken).strip()
+    assert not (tmp_path / "RESULTS.md").exists() and not (tmp_path / "pgbouncer.md").exists()
+
+
+def test_the_restart_workload_options() -> None:
+    args = run.parse(["--workload", "restart", "--quick"])
+    assert (args.restart, args.pgbouncer, args.workload) == (True, False, [])
+    assert args.restart_partial
+    assert args.restart_settings == restart_samples.Settings(rounds=1, callers=16, cap=10.0)
+    # alone with its full settings it is a full run of it (restart.md goes to results/)
+    args = run.parse(["--workload", "restart"])
+    assert not args.restart_partial
+    assert args.restart_settings == restart_samples.Settings()
+    assert (
+        args.restart_settings.scenarios == restart_samples.SCENARIO_NAMES
+        and len(args.restart_settings.pools) == 3
+    )
+    full = run.parse([])
+    assert full.restart and not full.partial and not full.restart_partial
+    args = run.parse(["--workload", "restart", "--contender", "poolkit*", "--rounds", "5",
+                      "--scenarios", "close-frozen,crash-recovery", "--callers", "4",
+                      "--hang-cap", "5"])  # fmt: skip
+    assert args.restart_settings == restart_samples.Settings(
+        rounds=5, callers=4, cap=5.0, scenarios=("close-frozen", "crash-recovery"),
+        pools=(POOLKIT_PG,),
+    )  # fmt: skip
+    assert args.restart_partial
+    with pytest.raises(SystemExit):
+        run.parse(["--scenarios", "nope"])
+
+
+def test_the_restart_plan_alternates_the_pools_round_after_round() -> None:
+    settings = restart_samples.Settings(rounds=2, scenarios=("restart-burst", "close-frozen"))
+    runs = restart.plan(settings)
+    assert len(runs) == 2 * 2 * 3
+    burst = [(r.round, r.pool) for r in runs if r.scenario == "restart-burst"]
+    assert burst == [
+        (0, POOLKIT_PG), (0, PSYCOPG3), (0, ASYNCPG_RESET),
+        (1, ASYNCPG_RESET), (1, PSYCOPG3), (1, POOLKIT_PG),
+    ]  # fmt: skip
+    assert [r.scenario for r in runs][:6] == ["restart-burst"] * 6
+
+
+def test_the_restart_workload_is_skipped_without_the_server_binaries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cluster, "PG_BIN", tmp_path / "no-bin")
+    argv = ["--workload", "restart", "--quick", "--out", str(tmp_path)]
+    assert run.main(argv) == 0
+    said = capsys.readouterr().out
+    assert "skipping the restart workload: no PostgreSQL server binaries" in said
+    assert "POOLKIT_PG_BIN" in said
+    assert not (tmp_path / "restart.md").exists()
+    with pytest.raises(SystemExit, match="required but no PostgreSQL server binaries"):
+        run.main([*argv, "--require"])
+    # beside other workloads, RESULTS.md says why it did not run
+    argv = ["--workload", "cycles,restart", "--contender", "poolkit (fake", "--rounds", "1"]
+    argv += ["--loop", "asyncio", "--cycle-seconds", "0.02", "--out", str(tmp_path)]
+    assert run.main(argv) == 0
+    assert (
+        "- restart workload: no PostgreSQL server binaries" in (tmp_path / "RESULTS.md").read_text()
+    )
+
+
+def test_the_cluster_signals_only_its_own_processes(tmp_path: Path) -> None:
+    """A process counts as the cluster's only when it works in the cluster's data directory:
+    another process, even a child of the same parent, is never signalled."""
+    data = tmp_path / "data"
+    data.mkdir()
+    mine = cluster.Cluster("/nonexistent", str(tmp_path), 1)
+    inside = subprocess.Popen(["sleep", "30"], cwd=data)
+    outside = subprocess.Popen(["sleep", "30"], cwd=tmp_path)
+    try:
+        assert {inside.pid, outside.pid} <= set(cluster.children(os.getpid()))
+        assert mine.every_process() == [inside.pid]
+        mine._signal([inside.pid, outside.pid], signal.SIGKILL)
+        assert inside.wait(5) == -signal.SIGKILL
+        assert outside.poll() is None
+        assert mine.postmaster() is None and mine.processes() == []
+    finally:
+        for p in (inside, outside):
+            p.kill()
+            p.wait()
+
+
+def test_the_restart_workload_for_real_briefly() -> None:
+    """A private cluster, a restart burst and a crash with poolkit and four callers (a few
+    seconds): the cluster comes back after each, and nothing of it is left after."""
+    need("psycopg2")
+    why = restart.unavailable()
+    if why is not None:
+        pytest.skip(why)
+    settings = restart_samples.Settings(
+        rounds=1, callers=4, cap=10.0, outage=0.2, steady=0.3,
+        scenarios=("restart-burst", "crash-recovery"), pools=(POOLKIT_PG,),
+    )  # fmt: skip
+    said: list[str] = []
+    with cluster.private_cluster() as pg:
+        directory = Path(pg.directory)
+        taken = restart.measure(
+            restart.plan(settings), settings, pg, lambda i, r, s: said.append(s.scenario)
+        )
+        assert pg.accepting()
+    assert not directory.exists() and pg.every_process() == []
+    assert said == ["restart-burst", "crash-recovery"]
+    burst, crash = taken
+    assert (burst.broken, crash.broken) == ("", "")
+    assert burst.calls == 4 and not burst.hung and burst.seconds is not None
+    assert crash.acked > 0 and crash.lost == 0 and not crash.hung
+    assert crash.outage is not None and crash.outage >= 0.2
