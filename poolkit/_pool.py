@@ -724,10 +724,15 @@ class Pool:
 
         Raises ``exc``, the call's own error, when no connection is at hand: connects were
         failing already or one fails meanwhile (the server is not back: waiting would only
-        delay the error), or ``timeout`` passes."""
+        delay the error), every connection is taken by other callers with none on its way
+        (the pool was shrunk below them: the retry would wait on their releases), or
+        ``timeout`` passes."""
         site = lost.acquired_from
         self._release(lost)
-        if self._counters.consecutive_connect_errors:
+        s = self._state
+        if self._counters.consecutive_connect_errors or not (
+            s.idle or s.opening or s.resetting or s.live < s.max_size
+        ):
             raise exc
         with anyio.CancelScope() as scope:
             self._retrying.add(scope)  # cancelled by a failed connect (_connect_failed)

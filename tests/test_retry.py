@@ -354,6 +354,23 @@ async def test_a_retry_waits_no_longer_than_the_acquire_timeout() -> None:
                 await anyio.sleep(0.01)
 
 
+async def test_no_retry_that_would_wait_on_other_callers() -> None:
+    """The pool was shrunk while two callers hold connections: when the first statement of
+    one finds its connection lost, no connection can come without the other caller's
+    release, so the call fails at once instead of waiting on it."""
+    driver = _fake()
+    async with _pool(driver, min_size=2, max_size=2, timeout=None) as pool:
+        first = await pool.acquire()
+        second = await pool.acquire()
+        pool.resize(1, 1)
+        driver.drop(first._conn.link.raw.id)
+        with anyio.fail_after(5), pytest.raises(driver.OperationalError):
+            await first.fetchone("SELECT 1")
+        assert pool.stats().retried == 0
+        pool.release(first)
+        pool.release(second)
+
+
 async def test_released_by_another_task_during_the_retry() -> None:
     """The owner releases the connection from another task while its lost call waits for a
     fresh one: the fresh one goes back to the pool, the call says the connection was

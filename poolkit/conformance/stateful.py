@@ -285,7 +285,11 @@ class PoolMachine(RuleBasedStateMachine):
         try:
             op.future.result(timeout=limit)
         except TimeoutError:
-            raise AssertionError(f"{what} did not return within {limit:g} s") from None
+            sizes = self._on_loop(self._subject.sizes) if "sizes" in self.caps else None
+            raise AssertionError(
+                f"{what} did not return within {limit:g} s (pool: {sizes}; driver calls "
+                f"running: {self.driver.running()}, {self.driver.hanging} hanging)"
+            ) from None
         return op
 
     def _call(self, fn: Callable[..., Awaitable[Any]], *args: Any, what: str) -> _Op:
@@ -782,15 +786,27 @@ class PoolMachine(RuleBasedStateMachine):
         """Hangs released, waiting acquires cancelled, every holder released (the faults
         stay on: returns and resets meet them too)."""
         self.driver.release()
-        for op in list(self.ops):
+        for op in self.ops:
             if op.kind == "acquire":
                 self._on_loop(op.cancel)
+        for op in list(self.ops):
             deadline = time.monotonic() + LIVENESS
+            grace = time.monotonic() + 0.2  # for the cancelled acquires to leave the queue
             while not op.done and time.monotonic() < deadline:
-                # A statement whose connection a fault dropped may run again on a fresh one
-                # (retry_lost) and hang there anew: release that one too.
                 time.sleep(0.005)
+                # A statement whose connection a fault dropped may run again on a fresh one
+                # (retry_lost) and hang there anew: release that one too. Or it waits for
+                # that connection, maybe on a connect the virtual clock holds: then its
+                # caller gives up, as the acquires above did.
                 self.driver.release()
+                if (
+                    op.kind != "acquire"
+                    and not op.cancel_requested
+                    and "sizes" in self.caps
+                    and time.monotonic() > grace
+                    and self._on_loop(self._subject.sizes).waiting
+                ):
+                    self._on_loop(op.cancel)
             self._finish(op, f"a {op.kind} while draining")
         self._collect()
         for holder in list(self.holders.values()):
