@@ -368,8 +368,10 @@ async def test_drop_on_first_execute_replaces_the_connection() -> None:
                 except fakes.OperationalError as exc:
                     errors.append(exc)
             stats = pool.stats()
-        assert [str(e) for e in errors] == ["server closed the connection unexpectedly"]
-        assert stats.disconnects == 1
+        # the pool ran the lost first statement again itself (retry_lost): the caller saw
+        # no error, and the row is there once
+        assert errors == []
+        assert stats.disconnects == 1 and stats.retried == 1
         assert stats.connections_opened == 2
         inserts = driver.calls.filter("execute", sql="INSERT")
         assert [c.outcome for c in inserts] == ["error", "ok"]
