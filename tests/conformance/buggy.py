@@ -54,14 +54,14 @@ class NoInvalidation(PoolkitAdapter):
 
 class SlowRecovery(PoolkitAdapter):
     """Reconnects follow the back-off clock alone (no attempt goes early for a waiting
-    caller), and the back-off is a steady 4 s: a caller waiting when the server accepts
+    caller), and the back-off is a steady 6 s: a caller waiting when the server accepts
     again waits for the next scheduled attempt."""
 
     name = "poolkit-slow-recovery"
 
     @asynccontextmanager
     async def pool(self, target: Target, **options: Any) -> AsyncIterator[PoolHandle]:
-        backoff = poolkit.Backoff(4.0, 4.0, jitter=0.0, demand_interval=None)
+        backoff = poolkit.Backoff(6.0, 6.0, jitter=0.0, demand_interval=None)
         async with super().pool(target, **options, backoff=backoff) as handle:
             yield handle
 

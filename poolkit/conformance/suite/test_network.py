@@ -193,8 +193,9 @@ async def test_close_on_a_frozen_server_releases_every_caller(target: Target, ad
 
 
 #: how long connects are refused before the server accepts again: the back-off grows past
-#: PROMPT meanwhile (poolkit's default reaches ~1.5 s; psycopg_pool's 2 s)
-OUTAGE = 3.0
+#: PROMPT meanwhile (poolkit's default to ~1.5-3 s; psycopg_pool's attempts come at about
+#: 1, 3 and 7 s, so its next one is ~3 s after the server is back)
+OUTAGE = 4.0
 #: how soon after the server accepts again a waiting caller must be served
 PROMPT = 1.0
 
@@ -204,7 +205,8 @@ async def test_a_waiting_caller_is_served_once_the_server_accepts_again(
     target: Target, adapter: Any
 ) -> None:
     """The server goes away (connections reset, connects refused) long enough for the
-    pool's reconnect back-off to grow; a caller waits for a connection meanwhile. Once
+    pool's reconnect back-off to grow; a caller waits for a connection meanwhile (trying
+    again after an error: a pool may hand out a connection it cannot know is dead). Once
     connects are accepted again, the caller is served within a second: recovery follows
     demand, not the back-off clock (which still spaces attempts while nobody waits)."""
     async with proxied(target) as (proxy, via):
@@ -215,9 +217,15 @@ async def test_a_waiting_caller_is_served_once_the_server_accepts_again(
             served: list[float] = []
 
             async def caller() -> None:
-                async with pool.connection(timeout=HANG) as conn:
-                    await scalar(conn, 1)
+                while True:
+                    try:
+                        async with pool.connection(timeout=HANG) as conn:
+                            await scalar(conn, 1)
+                    except via.module.Error:  # handed a connection that died
+                        await anyio.sleep(0.01)
+                        continue
                     served.append(anyio.current_time())
+                    return
 
             with anyio.fail_after(HANG * 2):
                 async with anyio.create_task_group() as tg:
