@@ -406,11 +406,37 @@ async def test_released_by_another_task_during_the_retry() -> None:
 # ----- a real server ------------------------------------------------------------------------
 
 
-def _without_socket(psycopg2: Any) -> poolkit.DriverProfile:
-    """psycopg2's profile without the socket look: like pyodbc, nothing tells that an idle
-    connection was closed by the server until a statement finds out."""
-    base = poolkit.profile_for(psycopg2)
-    return dataclasses.replace(base, socket_fd=None)
+class _Blind:
+    """A pool over psycopg2 on the test PostgreSQL without the socket look (like pyodbc:
+    nothing tells that an idle connection was closed by the server until a statement finds
+    out), its sessions tagged so that the test can terminate them all."""
+
+    def __init__(self, tmp_path: Path, name: str) -> None:
+        self.backend = resolve("postgres", tmp_path)
+        self.psycopg2 = need("psycopg2")
+        self.name = name
+
+    def pool(self, size: int, **options: Any) -> poolkit.Pool:
+        psycopg2, backend = self.psycopg2, self.backend
+        return poolkit.Pool(
+            psycopg2,
+            *backend.args,
+            connect_kwargs={**backend.kwargs, "application_name": self.name},
+            profile=dataclasses.replace(poolkit.profile_for(psycopg2), socket_fd=None),
+            min_size=size,
+            max_size=size,
+            check_idle_after=None,
+            **options,
+        )
+
+    async def kill_all(self) -> int:
+        """Terminate every session of the pool; then give the server a moment to close them."""
+        killed = self.backend.run(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            f"WHERE application_name = '{self.name}'"
+        )
+        await anyio.sleep(0.2)
+        return int(killed[0][0])
 
 
 @pytest.mark.real
@@ -420,34 +446,18 @@ async def test_killed_sessions_then_a_burst_on_postgres(tmp_path: Path, retry: b
     """Every session of an idle pool is terminated on the server (pg_terminate_backend),
     then 32 callers arrive at once. With retries no call fails; without, calls fail (one
     per pooled connection the burst reached first)."""
-    backend = resolve("postgres", tmp_path)
-    psycopg2 = need("psycopg2")
-    options = {"min_size": 8, "max_size": 8, "check_idle_after": None}
-    name = f"poolkit_retry_{retry}"
-    pool = poolkit.Pool(
-        psycopg2,
-        *backend.args,
-        connect_kwargs={**backend.kwargs, "application_name": name},
-        profile=_without_socket(psycopg2),
-        retry_lost=retry,
-        **options,  # type: ignore[arg-type]
-    )
-    async with pool:
+    blind = _Blind(tmp_path, f"poolkit_retry_{retry}")
+    async with blind.pool(8, retry_lost=retry) as pool:
         async with anyio.create_task_group() as tg:
             for _ in range(8):
                 tg.start_soon(pool.fetchone, "SELECT pg_sleep(0.05)")
-        killed = backend.run(
-            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            f"WHERE application_name = '{name}'"
-        )
-        assert killed[0][0] == 8
-        await anyio.sleep(0.2)
+        assert await blind.kill_all() == 8
         failed: list[BaseException] = []
 
         async def one(i: int) -> None:
             try:
                 assert await pool.fetchone(f"SELECT {i}") == (i,)
-            except psycopg2.Error as exc:
+            except blind.psycopg2.Error as exc:
                 failed.append(exc)
 
         with anyio.fail_after(20):
@@ -467,25 +477,10 @@ async def test_killed_sessions_then_a_burst_on_postgres(tmp_path: Path, retry: b
 async def test_a_cursor_on_a_killed_session_runs_again_on_postgres(tmp_path: Path) -> None:
     """psycopg2 makes a cursor on a connection the server closed (it finds out at execute):
     the retry must use a cursor of the fresh connection."""
-    backend = resolve("postgres", tmp_path)
-    psycopg2 = need("psycopg2")
-    name = "poolkit_retry_cursor"
-    pool = poolkit.Pool(
-        psycopg2,
-        *backend.args,
-        connect_kwargs={**backend.kwargs, "application_name": name},
-        profile=_without_socket(psycopg2),
-        min_size=1,
-        max_size=1,
-        check_idle_after=None,
-    )
-    async with pool:
+    blind = _Blind(tmp_path, "poolkit_retry_cursor")
+    async with blind.pool(1) as pool:
         await pool.fetchone("SELECT 1")
-        backend.run(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-            f"WHERE application_name = '{name}'"
-        )
-        await anyio.sleep(0.2)
+        assert await blind.kill_all() == 1
         async with pool.connection() as conn:
             cur = conn.cursor()
             await cur.execute("SELECT 6")
@@ -498,26 +493,11 @@ async def test_a_cursor_on_a_killed_session_runs_again_on_postgres(tmp_path: Pat
 async def test_a_lost_insert_is_written_once_on_postgres(tmp_path: Path) -> None:
     """The pool's one session is terminated while idle; an INSERT then finds it lost and is
     run again: the row is there once."""
-    backend = resolve("postgres", tmp_path)
-    psycopg2 = need("psycopg2")
-    name = "poolkit_retry_insert"
-    with backend.table("id INTEGER") as table:
-        pool = poolkit.Pool(
-            psycopg2,
-            *backend.args,
-            connect_kwargs={**backend.kwargs, "application_name": name},
-            profile=_without_socket(psycopg2),
-            min_size=1,
-            max_size=1,
-            check_idle_after=None,
-        )
-        async with pool:
+    blind = _Blind(tmp_path, "poolkit_retry_insert")
+    with blind.backend.table("id INTEGER") as table:
+        async with blind.pool(1) as pool:
             await pool.fetchone("SELECT 1")
-            backend.run(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                f"WHERE application_name = '{name}'"
-            )
-            await anyio.sleep(0.2)
+            assert await blind.kill_all() == 1
             await pool.fetchall(f"INSERT INTO {table} (id) VALUES (1)")
             assert pool.stats().retried == 1
-        assert backend.run(f"SELECT count(*) FROM {table}") == [(1,)]
+        assert blind.backend.run(f"SELECT count(*) FROM {table}") == [(1,)]
