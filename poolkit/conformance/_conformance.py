@@ -40,11 +40,10 @@ from ._defaults import env_dsn
 from ._report import NotRun, Report, Result
 from ._targets import BACKENDS, DRIVERS, Target, TargetError, build_target
 
-__all__ = ["Case", "Conformance", "add_options", "configure"]
+__all__ = ["Case", "Conformance", "configure", "resolve_case", "resolve_target"]
 
 SUITE = Path(__file__).parent / "suite"
 STATE = pytest.StashKey["Conformance"]()
-DEFAULT_REPORT = "poolkit-report"
 
 
 def _env_list(name: str) -> list[str]:
@@ -56,70 +55,6 @@ def _split(values: list[str] | None) -> list[str]:
     for value in values or []:
         out += [v.strip() for v in value.split(",") if v.strip()]
     return out
-
-
-def add_options(parser: pytest.Parser) -> None:
-    group = parser.getgroup("poolkit", "poolkit conformance suite")
-    group.addoption(
-        "--pool-conformance",
-        action="store_true",
-        default=os.environ.get("POOLKIT_CONFORMANCE", "") not in ("", "0"),
-        help="run poolkit's pool conformance suite (env POOLKIT_CONFORMANCE=1)",
-    )
-    group.addoption(
-        "--pool-backend",
-        action="append",
-        help="backends to check: sqlite, postgres, postgres-pgbouncer, mysql, mssql "
-        "(env POOLKIT_BACKENDS)",
-    )
-    group.addoption(
-        "--pool-dsn",
-        action="append",
-        metavar="NAME=DSN",
-        help="DSN of a backend (env POOLKIT_POSTGRES_DSN, POOLKIT_POSTGRES_PGBOUNCER_DSN, "
-        "POOLKIT_MYSQL_DSN, POOLKIT_MSSQL_DSN); without one, postgres-pgbouncer starts a "
-        "PgBouncer in front of postgres when pgbouncer is installed",
-    )
-    group.addoption(
-        "--pool-driver",
-        action="append",
-        help="drivers to use: sqlite3, fake, psycopg2, psycopg, pymysql, pyodbc "
-        "(env POOLKIT_DRIVERS)",
-    )
-    group.addoption(
-        "--pool-under-test",
-        action="append",
-        metavar="MODULE:FACTORY",
-        help="pool adapter(s) to check (env POOLKIT_POOL_UNDER_TEST); default poolkit and "
-        "psycopg_pool",
-    )
-    group.addoption(
-        "--pool-require",
-        action="append",
-        help="backends that must be reachable: an unreachable one fails the run "
-        "(env POOLKIT_REQUIRE)",
-    )
-    group.addoption(
-        "--pool-report",
-        metavar="PATH",
-        default=os.environ.get("POOLKIT_REPORT", DEFAULT_REPORT),
-        help="write the check x case matrix as Markdown (PATH.md) and JSON (PATH.json); "
-        f"default {DEFAULT_REPORT}, empty: none (env POOLKIT_REPORT)",
-    )
-    group.addoption(
-        "--pool-matrix",
-        action="store_true",
-        default=os.environ.get("POOLKIT_MATRIX", "") not in ("", "0"),
-        help="print the check x case matrix on the terminal too; it is printed anyway when a "
-        "check failed (env POOLKIT_MATRIX=1)",
-    )
-    group.addoption(
-        "--pool-no-containers",
-        action="store_true",
-        default=os.environ.get("POOLKIT_NO_CONTAINERS", "") not in ("", "0"),
-        help="never start testcontainers, even when a Docker engine answers "
-        "(env POOLKIT_NO_CONTAINERS=1)",
-    )
 
 
 @dataclass(frozen=True)
@@ -231,11 +166,7 @@ class Conformance:
 
 
 def configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "requires(*capabilities): the pool adapter must support these"
-    )
-    if not config.getoption("pool_conformance"):
-        return
+    """Set up a ``--pool-conformance`` run (the plugin calls this only then)."""
     from ._resolve import Resolver
     from .adapters import DEFAULT_ADAPTERS
 
@@ -475,14 +406,13 @@ def _short(rep: pytest.TestReport) -> str:
     return (lines[0][1:].strip() if lines else text.splitlines()[-1:][0] if text else "")[:300]
 
 
-# ----- fixtures used by the suite --------------------------------------------------------
+# ----- what the suite's fixtures (in the plugin) return -----------------------------------
 
 
-@pytest.fixture
-def pool_case(request: pytest.FixtureRequest) -> Case:
-    """The case under check; skips (or fails, when required) if its target is unavailable."""
-    if not hasattr(request, "param"):
-        pytest.skip("conformance checks run with --pool-conformance")
+def resolve_case(request: pytest.FixtureRequest) -> Case:
+    """The case under check (``request.param``); skips (or fails, when required) if its
+    target is unavailable, and marks the check "not supported" when the adapter lacks what
+    it requires."""
     case: Case = request.param
     state: Conformance = request.config.stash[STATE]
     target = state.target(case.backend, case.driver)
@@ -503,16 +433,9 @@ def pool_case(request: pytest.FixtureRequest) -> Case:
     return case
 
 
-@pytest.fixture
-def target(pool_case: Case, request: pytest.FixtureRequest) -> Target:
+def resolve_target(case: Case, request: pytest.FixtureRequest) -> Target:
     """The case's database and driver."""
     state: Conformance = request.config.stash[STATE]
-    resolved = state.target(pool_case.backend, pool_case.driver)
+    resolved = state.target(case.backend, case.driver)
     assert isinstance(resolved, Target)
     return resolved
-
-
-@pytest.fixture
-def adapter(pool_case: Case) -> Any:
-    """The case's pool adapter."""
-    return pool_case.adapter

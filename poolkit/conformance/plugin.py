@@ -20,25 +20,26 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from poolkit._optional import require
-
 try:
     import pytest
 except ImportError:  # say what to install, not a bare ModuleNotFoundError
+    from poolkit._optional import require
+
     require("pytest", "poolkit.conformance.plugin is a pytest plugin")
     raise
 
-from ._conformance import adapter, add_options, configure, pool_case, target
+from ._options import MARKERS, add_options
 
 if TYPE_CHECKING:
     from poolkit.fakes import FakeDriver
 
+    from ._conformance import Case
+    from ._targets import Target
+
 __all__ = ["adapter", "fake_driver", "fake_driver_factory", "pool_case", "target"]
 
-MARKER = (
-    "fake_driver(plan=None, *, paramstyle='qmark', assert_fired=False, ...): configure the "
-    "fake_driver fixture (arguments are poolkit.fakes.FakeDriver's)"
-)
+# Loaded in every pytest run of every project that has poolkit installed: this module imports
+# only pytest and the options module until --pool-conformance (tests/conformance proves it).
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -46,8 +47,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", MARKER)
-    configure(config)
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
+    if config.getoption("pool_conformance"):
+        from ._conformance import configure
+
+        configure(config)
 
 
 class _Factory:
@@ -91,3 +96,30 @@ def fake_driver(
     args: tuple[Any, ...] = marker.args if marker is not None else ()
     kwargs: dict[str, Any] = dict(marker.kwargs) if marker is not None else {}
     return fake_driver_factory(*args, **kwargs)
+
+
+# ----- the conformance suite's fixtures (their work is in _conformance, loaded on use) ------
+
+
+@pytest.fixture
+def pool_case(request: pytest.FixtureRequest) -> Case:
+    """The case under check; skips (or fails, when required) if its target is unavailable."""
+    if not hasattr(request, "param"):
+        pytest.skip("conformance checks run with --pool-conformance")
+    from ._conformance import resolve_case
+
+    return resolve_case(request)
+
+
+@pytest.fixture
+def target(pool_case: Case, request: pytest.FixtureRequest) -> Target:
+    """The case's database and driver."""
+    from ._conformance import resolve_target
+
+    return resolve_target(pool_case, request)
+
+
+@pytest.fixture
+def adapter(pool_case: Case) -> Any:
+    """The case's pool adapter."""
+    return pool_case.adapter
