@@ -104,6 +104,7 @@ class FaultProxy:
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
         self._pipes: set[_Pipe] = set()
+        self._accepting: set[asyncio.Task[Any]] = set()  # accepted, connecting upstream
         self._hearing: asyncio.Event | None = None
         self._quit: asyncio.Event | None = None
         self._latency = 0.0
@@ -176,6 +177,12 @@ class FaultProxy:
 
     async def _shutdown(self) -> None:
         await self._refuse()
+        # Clients accepted a moment ago may still be connecting upstream: end those first,
+        # so that no connect is left pending (and no socket unclosed) when the loop closes.
+        accepting = list(self._accepting)
+        for task in accepting:
+            task.cancel()
+        await asyncio.gather(*accepting, return_exceptions=True)
         tasks = [t for pipe in self._pipes for t in pipe.tasks]
         await self._reset_all()  # cancels those pumps; wait for them to end
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -303,6 +310,9 @@ class FaultProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._accepted += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._accepting.add(task)
         try:
             upstream = await asyncio.wait_for(
                 asyncio.open_connection(*self.upstream), _CONTROL_TIMEOUT
@@ -310,6 +320,11 @@ class FaultProxy:
         except (OSError, asyncio.TimeoutError):
             writer.transport.abort()  # the server is down: so is the proxy, for this client
             return
+        except asyncio.CancelledError:  # the proxy stops
+            writer.transport.abort()
+            raise
+        finally:
+            self._accepting.discard(task)
         pipe = _Pipe(writer, upstream[1])
         self._pipes.add(pipe)
         pipe.tasks = [

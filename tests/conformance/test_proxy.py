@@ -171,3 +171,42 @@ def test_bad_arguments_are_refused_by_name() -> None:
         FaultProxy("127.0.0.1", 5432, lifetime=0)
     with pytest.raises(ValueError, match="nbytes"):
         FaultProxy("127.0.0.1", 5432).deafen_after(-1)
+
+
+def test_stop_ends_a_client_still_connecting_upstream() -> None:
+    """A client accepted while the proxy's connect to the server is still pending (the
+    server's backlog is full, so its SYNs go unanswered): stop() ends that connect too,
+    leaving no pending coroutine or unclosed socket behind once the proxy's loop closes
+    (those would surface as unraisable ResourceWarnings in a later test)."""
+    import gc
+    import warnings
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)  # never accepts: one queued connect fills the backlog
+    fillers = []
+    try:
+        for _ in range(4):
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(server.getsockname())
+            fillers.append(s)
+        proxy = FaultProxy(*server.getsockname(), lifetime=HANG).start()
+        client = socket.create_connection(("127.0.0.1", proxy.port), timeout=HANG)
+        deadline = time.monotonic() + HANG
+        while proxy.accepted == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert proxy.accepted == 1 and proxy.connections == 0  # still connecting upstream
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            started = time.monotonic()
+            proxy.stop()
+            assert time.monotonic() - started < HANG
+            gc.collect()
+        leaks = [w for w in seen if issubclass(w.category, (ResourceWarning, RuntimeWarning))]
+        assert leaks == [], [str(w.message) for w in leaks]
+        client.close()
+    finally:
+        for s in fillers:
+            s.close()
+        server.close()
