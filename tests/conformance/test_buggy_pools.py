@@ -88,53 +88,57 @@ def test_network_checks_fail_on_the_bugs_they_name(
         "--pool-driver=psycopg2",
         f"--pool-dsn=postgres={dsn}",
     )
-    stale = pytester.runpytest(
-        *common,
-        "--pool-under-test=tests.conformance.buggy:NoInvalidation",
-        "-k",
-        "asyncio and (test_every_connection_reset_costs_at_most_one_call "
-        "or test_killing_every_session_costs_at_most_one_call)",
-    )
-    stale.assert_outcomes(failed=2)
-    stale.stdout.fnmatch_lines(["*3 of 12 calls failed after 3 connections were reset*"])
-    burst = pytester.runpytest(
-        *common,
-        "--pool-under-test=tests.conformance.buggy:NoSocketLook",
-        "-k",
-        "asyncio and (test_a_burst_after_every_connection_reset_costs_at_most_one_call "
-        "or test_every_connection_reset_costs_at_most_one_call)",
-    )
-    # the sequential calls still find the dead connections suspect; the burst does not
-    burst.assert_outcomes(passed=1, failed=1)
-    burst.stdout.fnmatch_lines(["*4 of 16 concurrent calls failed after 4 connections were*"])
-    killed = pytester.runpytest(
-        *common,
-        "--pool-under-test=tests.conformance.buggy:NoSocketLook",
-        "-k",
-        "asyncio and test_a_burst_after_every_session_is_killed_costs_at_most_one_call",
-    )
-    killed.assert_outcomes(failed=1)
-    killed.stdout.fnmatch_lines(["*3 of 12 concurrent calls failed after a restart of 3*"])
-    slow = pytester.runpytest(
-        *common,
-        "--pool-under-test=tests.conformance.buggy:SlowRecovery",
-        "-k",
-        "asyncio and test_a_waiting_caller_is_served_once_the_server_accepts_again",
-    )
-    slow.assert_outcomes(failed=1)
-    slow.stdout.fnmatch_lines(["*the waiting caller was served * s after the server accepted*"])
-    frozen = pytester.runpytest(
-        *common,
-        "--pool-under-test=tests.conformance.buggy:CloseLeavesCallersBlocked",
-        "-k",
-        "asyncio and test_close_on_a_frozen_server_releases_every_caller",
-    )
-    frozen.assert_outcomes(failed=1)
-    frozen.stdout.fnmatch_lines(["*2 of 2 callers still blocked in the driver*"])
-    deaf = pytester.runpytest(
-        *common,
-        "--pool-under-test=tests.conformance.buggy:NoAcquireTimeout",
-        "-k",
-        "asyncio and test_connect_to_a_deaf_server_times_out",
-    )
-    deaf.assert_outcomes(failed=1)
+    # (buggy adapter, the checks run, how many pass and fail, a line the failure prints)
+    runs = [
+        (
+            "NoInvalidation",
+            "asyncio and (test_every_connection_reset_costs_at_most_one_call "
+            "or test_killing_every_session_costs_at_most_one_call)",
+            0,
+            2,
+            "*3 of 12 calls failed after 3 connections were reset*",
+        ),
+        (  # the sequential calls still find the dead connections suspect; the burst does not
+            "NoSocketLook",
+            "asyncio and (test_a_burst_after_every_connection_reset_costs_at_most_one_call "
+            "or test_every_connection_reset_costs_at_most_one_call)",
+            1,
+            1,
+            "*4 of 16 concurrent calls failed after 4 connections were*",
+        ),
+        (
+            "NoSocketLook",
+            "asyncio and test_a_burst_after_every_session_is_killed_costs_at_most_one_call",
+            0,
+            1,
+            "*3 of 12 concurrent calls failed after a restart of 3*",
+        ),
+        (
+            "SlowRecovery",
+            "asyncio and test_a_waiting_caller_is_served_once_the_server_accepts_again",
+            0,
+            1,
+            "*the waiting caller was served * s after the server accepted*",
+        ),
+        (
+            "CloseLeavesCallersBlocked",
+            "asyncio and test_close_on_a_frozen_server_releases_every_caller",
+            0,
+            1,
+            "*2 of 2 callers still blocked in the driver*",
+        ),
+        (
+            "NoAcquireTimeout",
+            "asyncio and test_connect_to_a_deaf_server_times_out",
+            0,
+            1,
+            None,
+        ),
+    ]
+    for buggy, checks, passed, failed, line in runs:
+        result = pytester.runpytest(
+            *common, f"--pool-under-test=tests.conformance.buggy:{buggy}", "-k", checks
+        )
+        result.assert_outcomes(passed=passed, failed=failed)
+        if line is not None:
+            result.stdout.fnmatch_lines([line])
